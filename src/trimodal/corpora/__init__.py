@@ -1,0 +1,1 @@
+"""Readers of raw corpora -> typed samples (TextDoc, ImageText, AudioText)."""

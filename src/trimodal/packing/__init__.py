@@ -1,0 +1,1 @@
+"""Unified vocabulary, token tables and sequence packing."""

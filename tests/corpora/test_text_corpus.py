@@ -40,7 +40,7 @@ def test_txt_folder(tmp_path):
     assert [(d.key, d.text, d.source) for d in docs] == [
         ("a", "first doc", "web"), ("b", "second doc\nline two", "web"), ("sub/c", "nested", "web")]
     assert skips == {"bad": "invalid utf-8", "empty": "empty document"}
-    grouped = TxtFolderCorpus(str(tmp_path), files_per_unit=2)
+    grouped = TxtFolderCorpus(str(tmp_path), name="web", files_per_unit=2)
     assert len(grouped.units()) == 3
     assert split(read_all(grouped)) == (docs, skips)
 

@@ -1,0 +1,125 @@
+"""Helpers shared by corpus readers: listing files, safe tar iteration, unit ids.
+
+Readers must never trust names found inside archives: a tar member called `../x` or `/etc/x`
+is only data to us, but a later stage that extracts or writes by key could be tricked into
+writing outside its folder. So such members are rejected here, once, for every reader.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import IO, Iterator
+
+import fsspec
+
+#: Skip reasons shared by readers (jobs count skips by these strings).
+MISSING_CAPTION = "missing_caption"
+MISSING_IMAGE = "missing_image"
+EMPTY_IMAGE = "empty_image"
+BAD_CAPTION_ENCODING = "bad_caption_encoding"
+UNSAFE_MEMBER_NAME = "unsafe_member_name"
+CORRUPT_ARCHIVE = "corrupt_archive"
+BAD_RECORD = "bad_record"
+
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def url_to_fs(path: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for any fsspec URL or local path."""
+    fs, root = fsspec.core.url_to_fs(str(path))
+    return fs, root
+
+
+def unit_id_from(*parts: str) -> str:
+    """A stable, filesystem-safe unit id built from path pieces (used as an output file name)."""
+    joined = "__".join(p.strip("/") for p in parts if p and p.strip("/"))
+    safe = _UNSAFE_ID_CHARS.sub("_", joined.replace("/", "__")).strip("._")
+    return safe or "root"
+
+
+def list_files(path: str, extensions: tuple[str, ...] | None = None) -> list[str]:
+    """All files under `path` (a file or a folder, recursively), sorted, optionally by extension.
+
+    Sorted because every rank must see the same unit list.
+    """
+    fs, root = url_to_fs(path)
+    if not fs.exists(root):
+        raise FileNotFoundError(f"corpus path does not exist: {path}")
+    if fs.isfile(root):
+        files = [root]
+    else:
+        files = sorted(fs.find(root, withdirs=False))
+    if extensions is not None:
+        exts = tuple(e.lower() for e in extensions)
+        files = [f for f in files if f.lower().endswith(exts)]
+    return files
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """WebDataset convention: the key is the name up to the first dot of its basename.
+
+    `dir/000001.jpg` -> (`dir/000001`, `jpg`); `a.seg.json` -> (`a`, `seg.json`).
+    """
+    head, base = posixpath.split(name)
+    if "." in base:
+        stem, ext = base.split(".", 1)
+    else:
+        stem, ext = base, ""
+    return (posixpath.join(head, stem) if head else stem), ext.lower()
+
+
+def is_safe_member_name(name: str) -> bool:
+    """False for absolute names, Windows drive names, and any `..` component."""
+    if not name or name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        return False
+    parts = re.split(r"[\\/]+", name)
+    return ".." not in parts
+
+
+def decode_caption(data: bytes) -> str:
+    """UTF-8 caption with surrounding whitespace removed; raises UnicodeDecodeError if invalid."""
+    return data.decode("utf-8").strip()
+
+
+@dataclass
+class TarGroup:
+    """Consecutive tar members sharing one key (one sample of a WebDataset tar)."""
+
+    key: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    unsafe: bool = False
+
+
+def iter_tar_groups(fileobj: IO[bytes], where: str) -> Iterator[TarGroup]:
+    """Stream a tar and yield member groups by key, in archive order.
+
+    Streaming mode (`r|*`) reads each member once, so a multi-GB shard never sits in memory
+    and works on non-seekable remote files. Directories and links are ignored (img2dataset
+    never writes them; a link could point anywhere). A group with any unsafe member name is
+    yielded with `unsafe=True` and no data. A truncated/corrupt archive raises
+    `tarfile.TarError` after the groups read so far; callers turn it into a counted skip.
+    """
+    current: TarGroup | None = None
+    with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        for member in tar:
+            if member.isdir():
+                continue
+            key, ext = split_key(member.name)
+            if current is not None and key != current.key:
+                yield current
+                current = None
+            if current is None:
+                current = TarGroup(key=key)
+            if not is_safe_member_name(member.name):
+                current.unsafe = True
+                current.files.clear()
+                continue
+            if not member.isfile() or current.unsafe:
+                continue
+            extracted = tar.extractfile(member)
+            current.files[ext] = extracted.read() if extracted is not None else b""
+    if current is not None:
+        yield current

@@ -1,0 +1,39 @@
+"""What the sampler needs from the codecs, as `Protocol`s.
+
+mdm_core must not import the tokenizers (DESIGN.md, dependency direction): the CLI builds
+objects that satisfy these from the tokenizer checkpoints and hands them in. Tests use tiny
+hand-made ones. All ids here are *local* to the codec (the sampler converts to and from the
+unified vocabulary).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class TextCodec(Protocol):
+    def encode(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Strings -> local text ids (no BOS/EOS)."""
+        ...
+
+    def decode(self, ids: Sequence[np.ndarray]) -> list[str]:
+        ...
+
+
+@runtime_checkable
+class ImageDecoder(Protocol):
+    def decode(self, ids: np.ndarray) -> list[Any]:
+        """Local image codes [B, h, w] -> B images (PIL images or uint8 arrays [H, W, 3])."""
+        ...
+
+
+@runtime_checkable
+class AudioDecoder(Protocol):
+    sample_rate: int
+
+    def decode(self, codes: np.ndarray, lengths: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Local codes [B, n_q, T] (+ optional lengths in samples) -> B float waveforms [n]."""
+        ...

@@ -8,6 +8,7 @@ was wrong with the corpus, not just how much). `ImageEncoder` adapts any image t
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -113,7 +114,13 @@ class ImageEncoder:
         if device.type == "cuda":
             pixels = pixels.pin_memory() if not pixels.is_pinned() else pixels
         pixels = pixels.to(device, non_blocking=True)
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16 else _null()
+        # A tokenizer with its own `use_bf16` switch keeps its quantizer in float32 (ids must
+        # not depend on bf16 rounding of distances); others get plain autocast.
+        own_switch = hasattr(self.image_tokenizer, "use_bf16")
+        if own_switch:
+            self.image_tokenizer.use_bf16 = self.bf16
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16) \
+            if self.bf16 and not own_switch else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
             ids = self.image_tokenizer.encode(pixels)
         ids = _as_numpy_grid(ids, len(prepared))
@@ -140,12 +147,6 @@ class ImageEncoder:
         state = dict(self.__dict__)
         state["image_tokenizer"] = None
         return state
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _as_numpy_grid(ids: Any, n: int) -> list[np.ndarray]:

@@ -34,34 +34,220 @@ def _run_tokenizer(args: argparse.Namespace) -> int:
 
 
 # --- tokenization jobs -----------------------------------------------------------------
+def _add_job_args(p: argparse.ArgumentParser) -> None:
+    """Arguments every `tokenize` kind shares (the job runner's options)."""
+    p.add_argument("--corpus", required=True, help="corpus path or fsspec URL")
+    p.add_argument("--out", required=True, help="output folder (tables/, reports); reruns resume")
+    p.add_argument("--name", default="", help="source name recorded in every row (default: folder name)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding samples")
+    p.add_argument("--rank", type=int, default=None, help="default: RANK or SLURM_PROCID, else 0")
+    p.add_argument("--world-size", type=int, default=None,
+                   help="default: WORLD_SIZE or SLURM_NTASKS, else 1")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the encoder on CUDA")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars (batch logs)")
+
+
 def _add_tokenize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenize", help="encode a raw corpus into token tables")
-    p.add_argument("kind", choices=["text", "image", "audio"])
+    ksub = p.add_subparsers(dest="kind", required=True)
+
+    img = ksub.add_parser("image", help="image-text pairs -> rows with task image_text")
+    _add_job_args(img)
+    img.add_argument("--format", required=True, choices=["folder", "wds", "parquet", "jsonl", "hf"])
+    img.add_argument("--image-tokenizer", required=True, help="image tokenizer checkpoint (folder)")
+    img.add_argument("--text-tokenizer", required=True, help="SentencePiece model file")
+    img.add_argument("--image-size", type=int, default=64)
+    img.add_argument("--crop", default="center_crop", choices=["center_crop", "resize", "pad"])
+    img.add_argument("--unit-size", type=int, default=1000, help="folder/hf: samples per work unit")
+    img.add_argument("--unit-by", default="file", choices=["file", "row_group"], help="parquet units")
+    img.add_argument("--image-column", default="image")
+    img.add_argument("--image-path-column", default="", help="read images from paths in this column")
+    img.add_argument("--caption-column", default="caption")
+    img.add_argument("--key-column", default="key")
+    img.add_argument("--split", default="", help="hf: one split of a DatasetDict (default: all)")
+
+    txt = ksub.add_parser("text", help="text documents -> rows with task text")
+    _add_job_args(txt)
+    txt.add_argument("--format", default="auto", choices=["auto", "txt", "jsonl", "parquet", "hf"])
+    txt.add_argument("--text-tokenizer", required=True, help="SentencePiece model file")
+    txt.add_argument("--field", default="text", help="JSON field / column holding the text")
+    txt.add_argument("--key-field", default=None, help="field holding a unique id")
+    txt.add_argument("--split", default=None, help="hf: one split of a DatasetDict")
+
+    aud = ksub.add_parser("audio", help="audio-transcript pairs -> rows with task audio_text")
+    _add_job_args(aud)
+    _add_tokenize_audio(aud)
+
+
+def _add_tokenize_audio(p: argparse.ArgumentParser) -> None:
+    """Audio-specific arguments of `tokenize audio` (filled in by the audio stage)."""
+
+
+def _tokenize_audio(args: argparse.Namespace) -> int:
+    return _not_built("tokenize audio", 6)
+
+
+def _job_config(args: argparse.Namespace):
+    from trimodal.jobs.runner import JobConfig
+
+    return JobConfig(out=args.out, batch_size=args.batch_size, workers=args.workers,
+                     rank=args.rank, world_size=args.world_size, device=args.device,
+                     progress=not args.no_progress)
+
+
+def _run_job_and_report(corpus, encoder, args: argparse.Namespace) -> int:
+    import json
+
+    import fsspec
+
+    from trimodal.jobs.runner import format_summary, run_job
+
+    result = run_job(corpus, encoder, _job_config(args))
+    with fsspec.open(f"{args.out.rstrip('/')}/report.json", "r") as f:
+        print(format_summary(json.load(f)))
+    print(f"this rank: {result['units_done']} units encoded, {result['units_already_done']} "
+          f"already done, {result['samples_ok']} samples, {result['items_per_s']} items/s")
+    return 0
 
 
 def _run_tokenize(args: argparse.Namespace) -> int:
-    return _not_built(f"tokenize {args.kind}", {"text": 3, "image": 5, "audio": 6}[args.kind])
+    from trimodal.config import ConfigError
+
+    if args.kind == "audio":
+        return _tokenize_audio(args)
+    try:
+        from trimodal.tokenizers.text import TextTokenizer
+
+        text_tok = TextTokenizer.load(args.text_tokenizer)
+        if args.kind == "text":
+            from trimodal.corpora.text import open_text_corpus
+            from trimodal.jobs.text import TextEncoder
+
+            corpus = open_text_corpus(args.corpus, args.format, name=args.name or "text",
+                                      field=args.field, key_field=args.key_field, split=args.split)
+            return _run_job_and_report(corpus, TextEncoder(text_tok), args)
+        from trimodal.corpora.image import ImageCorpusOptions, open_image_corpus
+        from trimodal.jobs.image import ImageEncoder
+        from trimodal.tokenizers.image import ImageTokenizer
+
+        options = ImageCorpusOptions(
+            name=args.name, unit_size=args.unit_size, unit_by=args.unit_by,
+            image_column=args.image_column, image_path_column=args.image_path_column,
+            caption_column=args.caption_column, key_column=args.key_column, split=args.split)
+        corpus = open_image_corpus(args.corpus, args.format, options)
+        image_tok = ImageTokenizer.load(args.image_tokenizer).eval()
+        encoder = ImageEncoder(image_tok, text_tok, image_size=args.image_size,
+                               crop_policy=args.crop, bf16=args.bf16)
+        return _run_job_and_report(corpus, encoder, args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"trimodal tokenize {args.kind}: {err}", file=sys.stderr)
+        return 2
 
 
 # --- packing ---------------------------------------------------------------------------
 def _add_pack(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("pack", help="pack token tables into fixed-length sequences")
+    p = sub.add_parser("pack", help="pack token tables into fixed-length sequences and write shards",
+                       description="Token tables -> packed sequences -> one shard set per (task, "
+                       "source) under OUT/<task>/<source>/, listed in OUT/sets.json.")
+    p.add_argument("--tables", required=True, action="append",
+                   help="folder of *.parquet token tables, a glob, or one file (repeatable)")
+    p.add_argument("--vocab", required=True, help="vocab.json of this run")
+    p.add_argument("--out", required=True, help="output folder URL (local, s3://, memory://, ...)")
+    p.add_argument("--length", type=int, required=True, help="sequence length L")
+    p.add_argument("--mode", choices=["pack", "pad"], default="pack",
+                   help="pack: text documents share sequences; pad: one document per sequence")
+    p.add_argument("--no-cross-boundaries", action="store_true",
+                   help="pack mode: start a document on a new sequence when it does not fit")
+    p.add_argument("--overflow", choices=["truncate_text", "drop"], default="truncate_text",
+                   help="what to do with a pair longer than L")
+    p.add_argument("--audio-codebooks", type=int, default=0, help="codebooks kept per frame (0: all)")
+    p.add_argument("--shard-samples", type=int, default=10_000, help="max samples per shard")
+    p.add_argument("--shard-bytes", type=int, default=None, help="max bytes per shard")
+    p.add_argument("--overwrite", action="store_true", help="replace existing shard sets")
 
 
 def _run_pack(args: argparse.Namespace) -> int:
-    return _not_built("pack", 3)
+    import json
+    from dataclasses import asdict
+
+    import fsspec
+
+    from trimodal.packing.packer import Packer, PackerConfig
+    from trimodal.packing.vocab import Vocab, VocabError
+    from trimodal.shards.manifest import ShardError
+    from trimodal.shards.pack import list_tables, pack_tables
+    from trimodal.shards.writer import WriterConfig
+
+    try:
+        vocab = Vocab.load(args.vocab)
+        packer_cfg = PackerConfig(length=args.length, mode=args.mode,
+                                  cross_boundaries=not args.no_cross_boundaries,
+                                  overflow=args.overflow, audio_codebooks=args.audio_codebooks)
+        writer_cfg = WriterConfig(max_samples=args.shard_samples, max_bytes=args.shard_bytes,
+                                  overwrite=args.overwrite)
+        tables = list_tables(args.tables)
+        packer = Packer(packer_cfg, vocab)
+        sets = pack_tables(tables, packer, args.out, writer_cfg,
+                           run_config={"packer": asdict(packer_cfg), "tables": tables})
+    except (VocabError, ShardError, ValueError) as err:
+        log.error("%s", err)
+        return 1
+    with fsspec.open(args.out.rstrip("/") + "/pack_stats.json", "w") as f:
+        json.dump(packer.stats.as_dict(), f, indent=2, sort_keys=True)
+    for s in sets:
+        print(f"{s['url']}: {s['samples']} sequences, {s['tokens']} tokens "
+              f"({100.0 * s['pad_tokens'] / max(s['tokens'], 1):.1f}% pad), task={s['task']}")
+    return 0 if sets else 1
 
 
 # --- shards ----------------------------------------------------------------------------
 def _add_shards(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("shards", help="write, verify or inspect WebDataset shards")
+    p = sub.add_parser("shards", help="verify or inspect WebDataset shards")
     ssub = p.add_subparsers(dest="action", required=True)
-    ssub.add_parser("verify", help="check a shard set")
-    ssub.add_parser("inspect", help="print a few decoded samples")
+    v = ssub.add_parser("verify", help="check shard sets against their manifests (exit 1 on problems)")
+    v.add_argument("paths", nargs="+", metavar="PATH",
+                   help="shard-set folder, manifest.json, or a `trimodal pack` output folder")
+    v.add_argument("--vocab", default=None, help="vocab.json to check against (default: the one beside)")
+    i = ssub.add_parser("inspect", help="print a few samples decoded back into readable spans")
+    i.add_argument("path", metavar="PATH", help="shard-set folder or manifest.json")
+    i.add_argument("-n", type=int, default=3, help="how many samples (default 3)")
+    i.add_argument("--vocab", default=None, help="vocab.json (default: the one beside the manifest)")
+    i.add_argument("--text-tokenizer", default=None,
+                   help="SentencePiece model of the text tokenizer, to print text spans as text")
 
 
 def _run_shards(args: argparse.Namespace) -> int:
-    return _not_built(f"shards {args.action}", 4)
+    from trimodal.packing.vocab import Vocab, VocabError
+    from trimodal.shards.manifest import ShardError, read_manifest
+    from trimodal.shards.pack import expand_sets
+    from trimodal.shards.verify import describe_sample, iter_shard_samples, load_vocab_for, verify_shards
+
+    try:
+        vocab = Vocab.load(args.vocab) if args.vocab else None
+        if args.action == "verify":
+            ok = True
+            for path in [p for arg in args.paths for p in expand_sets(arg)]:
+                report = verify_shards(path, vocab)
+                print("\n".join(report.lines()))
+                ok = ok and report.ok
+            return 0 if ok else 1
+        manifest = read_manifest(args.path)
+        vocab = load_vocab_for(manifest, vocab)
+        text_decoder = None
+        if args.text_tokenizer:
+            from trimodal.tokenizers.text import TextTokenizer  # lazy: shards never import tokenizers
+            tok = TextTokenizer.load(args.text_tokenizer)
+            text_decoder = lambda ids: tok.decode([ids])[0]  # noqa: E731
+        for n, (key, tokens, meta) in enumerate(iter_shard_samples(manifest, vocab)):
+            if n >= args.n:
+                break
+            print(describe_sample(key, tokens, meta, vocab, text_decoder))
+        return 0
+    except (ShardError, VocabError) as err:
+        log.error("%s", err)
+        return 1
 
 
 # --- training and sampling -------------------------------------------------------------

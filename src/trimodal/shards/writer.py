@@ -23,7 +23,7 @@ from trimodal.packing.layout import PackedSequence
 from trimodal.packing.vocab import Vocab
 from trimodal.shards.manifest import (MANIFEST_NAME, VOCAB_NAME, Manifest, ShardEntry,
                                       ShardError, join_url, write_manifest)
-from trimodal.shards.tario import add_member, encode_meta, encode_tokens
+from trimodal.shards.tario import BLOCK, add_member, encode_meta, encode_tokens
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class _OpenShard:
     sink: _HashingSink
     tar: tarfile.TarFile
     samples: int = 0
+    tar_bytes: int = 0
     pad_tokens: int = 0
     tasks: dict[str, int] = field(default_factory=dict)
 
@@ -122,8 +123,11 @@ class ShardWriter:
             raise ShardError(f"{where} holds ids outside the vocabulary [0, {self.vocab.size})")
         shard = self._shard or self._open_shard()
         key = f"{shard.name.split('.')[0]}_{shard.samples:07d}"
-        add_member(shard.tar, f"{key}.tokens.npy", encode_tokens(tokens))
-        add_member(shard.tar, f"{key}.meta.json", encode_meta(seq))
+        for name, data in ((f"{key}.tokens.npy", encode_tokens(tokens)),
+                           (f"{key}.meta.json", encode_meta(seq))):
+            add_member(shard.tar, name, data)
+            # tarfile buffers whole records, so count the bytes ourselves: header + padded data
+            shard.tar_bytes += BLOCK + -(-len(data) // BLOCK) * BLOCK
         shard.samples += 1
         shard.pad_tokens += int(seq.pad_count)
         shard.tasks[seq.task] = shard.tasks.get(seq.task, 0) + 1
@@ -133,7 +137,7 @@ class ShardWriter:
             c["tokens"] += self.length
             c["pad_tokens"] += int(seq.pad_count)
         full = shard.samples >= self.config.max_samples or (
-            self.config.max_bytes is not None and shard.sink.size >= self.config.max_bytes)
+            self.config.max_bytes is not None and shard.tar_bytes >= self.config.max_bytes)
         if full:
             self._finish_shard()
 

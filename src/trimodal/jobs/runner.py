@@ -154,38 +154,54 @@ def _strip(fs: fsspec.AbstractFileSystem, url: str) -> str:
 # --- the per-unit dataset -------------------------------------------------------------------
 @dataclass
 class _Item:
-    """One sample's outcome as it travels from a worker: prepared data or a skip."""
+    """One sample's outcome as it travels from a worker: prepared data, a skip, or the end
+    marker of unit `unit` (so the main process knows when a unit is complete)."""
 
     index: int
-    key: str
+    unit: int
+    key: str = ""
     prepared: Any = None
     skip_reason: str = ""
+    end_of_unit: bool = False
 
 
-class UnitDataset(IterableDataset):
-    """Samples of one unit, prepared in DataLoader workers, each tagged with its index."""
+class UnitsDataset(IterableDataset):
+    """Samples of several units in sequence, prepared in DataLoader workers.
 
-    def __init__(self, corpus: Corpus, unit: WorkUnit, encoder: Encoder):
+    One loader for all of a rank's pending units (not one per unit) keeps the workers busy
+    across unit boundaries: the next unit is decoded while the last batch of this one is on
+    the device. Every sample and every end-of-unit marker gets a running index g; worker w of
+    N handles g % N == w, so the main process can restore the exact order.
+    """
+
+    def __init__(self, corpus: Corpus, units: list[WorkUnit], encoder: Encoder):
         super().__init__()
-        self.corpus, self.unit, self.encoder = corpus, unit, encoder
+        self.corpus, self.units, self.encoder = corpus, units, encoder
 
     def __iter__(self) -> Iterator[_Item]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for i, sample in enumerate(self.corpus.read(self.unit)):
-            if i % n_workers != worker:
-                continue
-            if isinstance(sample, SkipSample):
-                yield _Item(i, sample.key, skip_reason=sample.reason)
-                continue
-            try:
-                yield _Item(i, sample.key, prepared=self.encoder.prepare(sample))
-            except SkipSample as skip:
-                yield _Item(i, sample.key, skip_reason=skip.reason)
-            except Exception as err:  # one odd file must not kill the unit
-                log.warning("%s/%s: prepare failed (%s: %s); skipped", self.unit.id, sample.key,
-                            type(err).__name__, err)
-                yield _Item(i, sample.key, skip_reason=f"{PREPARE_ERROR}:{type(err).__name__}")
+        g = 0
+        for u, unit in enumerate(self.units):
+            for sample in self.corpus.read(unit):
+                if g % n_workers == worker:
+                    yield self._prepare(g, u, unit, sample)
+                g += 1
+            if g % n_workers == worker:
+                yield _Item(g, u, end_of_unit=True)
+            g += 1
+
+    def _prepare(self, g: int, u: int, unit: WorkUnit, sample: Any) -> _Item:
+        if isinstance(sample, SkipSample):
+            return _Item(g, u, sample.key, skip_reason=sample.reason)
+        try:
+            return _Item(g, u, sample.key, prepared=self.encoder.prepare(sample))
+        except SkipSample as skip:
+            return _Item(g, u, sample.key, skip_reason=skip.reason)
+        except Exception as err:  # one odd file must not kill the unit
+            log.warning("%s/%s: prepare failed (%s: %s); skipped", unit.id, sample.key,
+                        type(err).__name__, err)
+            return _Item(g, u, sample.key, skip_reason=f"{PREPARE_ERROR}:{type(err).__name__}")
 
 
 def _in_order(items: Iterator[_Item]) -> Iterator[_Item]:
@@ -240,20 +256,26 @@ def _autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def encode_unit(corpus: Corpus, unit: WorkUnit, encoder: Encoder, config: JobConfig,
-                device: torch.device, rank: int = 0) -> tuple[list[TokenRow], UnitStats]:
-    """All rows of one unit, in sample order, and its stats. Writes nothing."""
-    stats = UnitStats(unit=unit.id, source=unit.source, rank=rank, encoder=encoder.name,
-                      tokenizer_hash=encoder.tokenizer_hash)
-    dataset = UnitDataset(corpus, unit, encoder)
+def encode_units(corpus: Corpus, units: list[WorkUnit], encoder: Encoder, config: JobConfig,
+                 device: torch.device, rank: int = 0
+                 ) -> Iterator[tuple[WorkUnit, list[TokenRow], UnitStats]]:
+    """(unit, rows in sample order, stats) for each unit as soon as it is complete. Writes nothing."""
+    if not units:
+        return
     loader_kwargs: dict[str, Any] = {}
     if config.workers > 0:
         loader_kwargs = {"prefetch_factor": config.prefetch_factor, "persistent_workers": False}
-    loader = DataLoader(dataset, batch_size=None, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", **loader_kwargs)
+    loader = DataLoader(UnitsDataset(corpus, units, encoder), batch_size=None,
+                        num_workers=config.workers, pin_memory=device.type == "cuda", **loader_kwargs)
+
+    def new_stats(u: WorkUnit) -> UnitStats:
+        return UnitStats(unit=u.id, source=u.source, rank=rank, encoder=encoder.name,
+                         tokenizer_hash=encoder.tokenizer_hash)
+
     rows: list[TokenRow] = []
     seen: set[str] = set()
     batch: list[_Item] = []
+    stats = new_stats(units[0])
     t0 = time.perf_counter()
 
     def flush() -> None:
@@ -269,23 +291,27 @@ def encode_unit(corpus: Corpus, unit: WorkUnit, encoder: Encoder, config: JobCon
         batch.clear()
 
     for item in _in_order(iter(loader)):
-        if item.skip_reason:
+        if item.end_of_unit:
+            if batch:
+                flush()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            stats.samples_ok = len(rows)
+            stats.seconds = time.perf_counter() - t0
+            yield units[item.unit], rows, stats
+            rows, seen = [], set()
+            if item.unit + 1 < len(units):
+                stats = new_stats(units[item.unit + 1])
+            t0 = time.perf_counter()
+        elif item.skip_reason:
             stats.skip(item.skip_reason, item.key, config.max_skip_keys)
-            continue
-        if item.key in seen:
+        elif item.key in seen:
             stats.skip(DUPLICATE_KEY, item.key, config.max_skip_keys)
-            continue
-        seen.add(item.key)
-        batch.append(item)
-        if len(batch) >= config.batch_size:
-            flush()
-    if batch:
-        flush()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    stats.samples_ok = len(rows)
-    stats.seconds = time.perf_counter() - t0
-    return rows, stats
+        else:
+            seen.add(item.key)
+            batch.append(item)
+            if len(batch) >= config.batch_size:
+                flush()
 
 
 # --- the job --------------------------------------------------------------------------------
@@ -344,8 +370,8 @@ def run_job(corpus: Corpus, encoder: Encoder, config: JobConfig) -> dict[str, An
              rank, world, len(mine), len(units), corpus.name, out, device, config.workers,
              config.batch_size)
     t0 = time.perf_counter()
-    bar = tqdm(mine, desc=f"tokenize[{rank}]", unit="unit", disable=not config.progress)
-    for unit in bar:
+    pending = []
+    for unit in mine:
         if unit_done(fs, out, unit.id):
             prev = _read_json(fs, _strip(fs, stats_path(out, unit.id)))
             if prev.get("tokenizer_hash") != encoder.tokenizer_hash:
@@ -353,18 +379,25 @@ def run_job(corpus: Corpus, encoder: Encoder, config: JobConfig) -> dict[str, An
                     f"{stats_path(out, unit.id)}: made with tokenizer {prev.get('tokenizer_hash')!r}, "
                     f"this job uses {encoder.tokenizer_hash!r}; use a new --out folder")
             report.units_already_done += 1
-            continue
-        _remove_stale_temps(fs, out, unit.id)
-        rows, stats = encode_unit(corpus, unit, encoder, config, device, rank)
+        else:
+            _remove_stale_temps(fs, out, unit.id)
+            pending.append(unit)
+    if report.units_already_done:
+        log.info("rank %d: %d units already done, %d to go", rank, report.units_already_done,
+                 len(pending))
+    bar = tqdm(total=len(pending), desc=f"tokenize[{rank}]", unit="unit", disable=not config.progress)
+    for unit, rows, stats in encode_units(corpus, pending, encoder, config, device, rank):
         _atomic_write(fs, _strip(fs, table_path(out, unit.id)), lambda f: _write_rows(rows, f))
         _write_json(fs, _strip(fs, stats_path(out, unit.id)), stats.to_dict())
         report.units_done += 1
         report.samples_ok += stats.samples_ok
         for reason, entry in stats.skipped.items():
             report.skipped[reason] = report.skipped.get(reason, 0) + entry["count"]
+        bar.update(1)
         bar.set_postfix(ok=report.samples_ok, skipped=sum(report.skipped.values()))
         log.debug("%s: %d ok, %d skipped in %.2fs", unit.id, stats.samples_ok,
                   stats.skipped_total, stats.seconds)
+    bar.close()
     report.seconds = time.perf_counter() - t0
     result = report.to_dict()
     _write_json(fs, _strip(fs, f"{out}/report_rank{rank}.json"), result)

@@ -24,13 +24,66 @@ def _not_built(what: str, issue: int) -> int:
 def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenizer", help="train a text, image or audio tokenizer")
     tsub = p.add_subparsers(dest="kind", required=True)
-    for kind in ("text", "image", "audio"):
+    # Each kind registers the arguments of its `train` action here (None: not built yet).
+    train_args = {"text": _add_text_tokenizer_args, "image": None, "audio": None}
+    for kind, add_args in train_args.items():
         t = tsub.add_parser(kind, help=f"{kind} tokenizer").add_subparsers(dest="action", required=True)
-        t.add_parser("train", help=f"train a {kind} tokenizer")
+        train = t.add_parser("train", help=f"train a {kind} tokenizer")
+        if add_args is not None:
+            add_args(train)
 
 
 def _run_tokenizer(args: argparse.Namespace) -> int:
-    return _not_built(f"tokenizer {args.kind} {args.action}", {"text": 3, "image": 5, "audio": 6}[args.kind])
+    # Each kind registers its runner here; kinds without one report "not built".
+    runners = {"text": _train_text_tokenizer}
+    run = runners.get(args.kind)
+    if run is None:
+        return _not_built(f"tokenizer {args.kind} {args.action}", {"text": 3, "image": 5, "audio": 6}[args.kind])
+    return run(args)
+
+
+def _add_text_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--corpus", required=True,
+                   help="text corpus: folder of .txt, .jsonl file(s), .parquet file(s) or HF save_to_disk folder")
+    p.add_argument("--format", default="auto", choices=["auto", "txt", "jsonl", "parquet", "hf"])
+    p.add_argument("--field", default="text", help="JSON field / parquet or dataset column")
+    p.add_argument("--split", default=None, help="split of an HF DatasetDict")
+    p.add_argument("--vocab-size", type=int, default=32000)
+    p.add_argument("--model-type", default="bpe", choices=["bpe", "unigram"])
+    p.add_argument("--config", default=None,
+                   help="YAML/JSON TextTokenizerConfig (overrides --vocab-size/--model-type)")
+    p.add_argument("--soft-vocab-limit", action="store_true",
+                   help="allow fewer pieces than --vocab-size on a small corpus")
+    p.add_argument("--out", required=True, help="where to write the SentencePiece model (fsspec path)")
+
+
+def _train_text_tokenizer(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from trimodal import config as cfgmod
+    from trimodal.corpora.text import CorpusError, iter_texts, open_text_corpus
+    from trimodal.tokenizers.text import TextTokenizer, TextTokenizerConfig
+
+    try:
+        if args.config:
+            cfg = cfgmod.load(args.config, TextTokenizerConfig)
+        else:
+            cfg = TextTokenizerConfig(vocab_size=args.vocab_size, model_type=args.model_type,
+                                      hard_vocab_limit=not args.soft_vocab_limit)
+        corpus = open_text_corpus(args.corpus, format=args.format, field=args.field, split=args.split)
+        skips: dict[str, int] = {}
+        texts = tqdm(iter_texts(corpus, skips), desc="training text tokenizer", unit="doc")
+        tok = TextTokenizer.train(texts, config=cfg)
+    except (cfgmod.ConfigError, CorpusError) as err:
+        print(f"trimodal: {err}", file=sys.stderr)
+        return 1
+    tok.save(args.out)
+    log.info("wrote %s (%d pieces, hash %s); skipped %s", args.out, tok.vocab_size, tok.hash, skips or "none")
+    print(json.dumps({"model": args.out, "name": tok.name, "vocab_size": tok.vocab_size,
+                      "hash": tok.hash, "skipped": skips}))
+    return 0
 
 
 # --- tokenization jobs -----------------------------------------------------------------

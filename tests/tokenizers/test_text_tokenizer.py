@@ -86,3 +86,22 @@ def test_content_hash_blobs_are_length_prefixed():
     assert content_hash([b"ab", b"c"]) != content_hash([b"a", b"bc"])
     assert content_hash(b"abc") == content_hash([b"abc"])
     assert len(content_hash(b"")) == 16
+
+
+def test_cli_trains_from_a_jsonl_corpus(tmp_path, capsys):
+    import json
+
+    from trimodal.cli import main
+
+    lines = [json.dumps({"body": t}) for t in corpus(300)] + ["{broken"]
+    (tmp_path / "docs.jsonl").write_text("\n".join(lines) + "\n")
+    out = str(tmp_path / "tok.model")
+    rc = main(["tokenizer", "text", "train", "--corpus", str(tmp_path / "docs.jsonl"), "--field", "body",
+               "--vocab-size", "300", "--soft-vocab-limit", "--out", out])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    tok = TextTokenizer.load(out)
+    assert report["hash"] == tok.hash and report["skipped"] == {"not valid JSON": 1}
+    assert tok.decode(tok.encode(["red circle"])) == ["red circle"]
+    assert main(["tokenizer", "text", "train", "--corpus", str(tmp_path / "nope"), "--out", out]) == 1
+    assert "corpus path not found" in capsys.readouterr().err

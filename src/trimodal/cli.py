@@ -25,7 +25,7 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenizer", help="train a text, image or audio tokenizer")
     tsub = p.add_subparsers(dest="kind", required=True)
     # Each kind registers the arguments of its `train` action here (None: not built yet).
-    train_args = {"text": _add_text_tokenizer_args, "image": None, "audio": None}
+    train_args = {"text": _add_text_tokenizer_args, "image": None, "audio": _add_audio_tokenizer_args}
     for kind, add_args in train_args.items():
         t = tsub.add_parser(kind, help=f"{kind} tokenizer").add_subparsers(dest="action", required=True)
         train = t.add_parser("train", help=f"train a {kind} tokenizer")
@@ -35,7 +35,7 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
 
 def _run_tokenizer(args: argparse.Namespace) -> int:
     # Each kind registers its runner here; kinds without one report "not built".
-    runners = {"text": _train_text_tokenizer}
+    runners = {"text": _train_text_tokenizer, "audio": _train_audio_tokenizer}
     run = runners.get(args.kind)
     if run is None:
         return _not_built(f"tokenizer {args.kind} {args.action}", {"text": 3, "image": 5, "audio": 6}[args.kind])
@@ -135,11 +135,88 @@ def _add_tokenize(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_tokenize_audio(p: argparse.ArgumentParser) -> None:
-    """Audio-specific arguments of `tokenize audio` (filled in by the audio stage)."""
+    """Audio-specific arguments of `tokenize audio`."""
+    p.add_argument("--format", required=True, choices=["folder", "wds", "hf"])
+    codec = p.add_mutually_exclusive_group(required=True)
+    codec.add_argument("--audio-tokenizer", help="trimodal audio tokenizer (.safetensors from `tokenizer audio train`)")
+    codec.add_argument("--dac-weights", help="upstream DAC weight file (.pth), loaded without unpickling code")
+    p.add_argument("--n-q", type=int, default=None, help="codebooks kept (default: the tokenizer's)")
+    p.add_argument("--text-tokenizer", required=True, help="SentencePiece model file")
+    p.add_argument("--unit-size", type=int, default=1000, help="folder/hf: samples per work unit")
+    p.add_argument("--min-seconds", type=float, default=0.05, help="shorter clips are skipped (too_short)")
+    p.add_argument("--max-seconds", type=float, default=60.0, help="longer clips are skipped (too_long)")
+    p.add_argument("--loudness-db", type=float, default=None,
+                   help="normalize each clip to this integrated loudness (LUFS), e.g. -16 as DAC's compress")
+    p.add_argument("--audio-column", default="audio", help="hf: audio column")
+    p.add_argument("--text-column", default="", help="hf: transcript column (default: text/transcription/sentence)")
+    p.add_argument("--key-column", default="", help="hf: column with a unique id (default: row index)")
+    p.add_argument("--split", default="", help="hf: one split of a DatasetDict (default: all)")
 
 
 def _tokenize_audio(args: argparse.Namespace) -> int:
-    return _not_built("tokenize audio", 6)
+    from trimodal.config import ConfigError
+
+    try:
+        from trimodal.corpora.audio import AudioCorpusOptions, AudioLimits, open_audio_corpus
+        from trimodal.jobs.audio import AudioEncoder
+        from trimodal.tokenizers.audio import AudioTokenizer
+        from trimodal.tokenizers.text import TextTokenizer
+
+        text_tok = TextTokenizer.load(args.text_tokenizer)
+        if args.dac_weights:
+            audio_tok = AudioTokenizer.from_dac_weights(args.dac_weights, args.n_q)
+        else:
+            audio_tok = AudioTokenizer.load(args.audio_tokenizer)
+            if args.n_q is not None:
+                audio_tok = audio_tok.with_n_q(args.n_q)
+        audio_tok.autocast_bf16 = args.bf16
+        options = AudioCorpusOptions(name=args.name, unit_size=args.unit_size, audio_column=args.audio_column,
+                                     text_column=args.text_column, key_column=args.key_column, split=args.split)
+        corpus = open_audio_corpus(args.corpus, args.format, options)
+        encoder = AudioEncoder(audio_tok, text_tok, AudioLimits(args.min_seconds, args.max_seconds),
+                               loudness_db=args.loudness_db)
+        return _run_job_and_report(corpus, encoder, args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"trimodal tokenize audio: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_audio_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None,
+                   help="YAML/JSON AudioTrainConfig (default: the tiny 16 kHz CPU preset)")
+    p.add_argument("--data", action="append", default=[],
+                   help="audio file or folder (repeatable; replaces the config's data)")
+    p.add_argument("--out", required=True, help="output folder: checkpoint.pt, log.jsonl, tokenizer.safetensors")
+    p.add_argument("--steps", type=int, default=None, help="override the config's steps")
+    p.add_argument("--batch-size", type=int, default=None, help="override the config's batch_size")
+    p.add_argument("--device", default=None, help="override the config's device (auto, cpu, cuda)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if out/checkpoint.pt exists")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _train_audio_tokenizer(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from trimodal import config as cfgmod
+    from trimodal.tokenizers.audio_train import AudioTrainConfig, train_audio_tokenizer
+
+    try:
+        cfg = cfgmod.load(args.config, AudioTrainConfig) if args.config else AudioTrainConfig()
+        overrides = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size,
+                                       "device": args.device, "data": args.data or None}.items()
+                     if v is not None}
+        cfg = dataclasses.replace(cfg, **overrides)
+        if not cfg.data:
+            raise cfgmod.ConfigError("no training audio: give --data or `data:` in the config")
+        tok = train_audio_tokenizer(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
+    except cfgmod.ConfigError as err:
+        print(f"trimodal tokenizer audio train: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"tokenizer": f"{args.out.rstrip('/')}/tokenizer.safetensors", "name": tok.name,
+                      "hash": tok.hash, "n_q": tok.n_q, "codebook_size": tok.vocab_size,
+                      "sample_rate": tok.sample_rate, "hop_length": tok.hop_length}))
+    return 0
 
 
 def _job_config(args: argparse.Namespace):

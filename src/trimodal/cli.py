@@ -389,13 +389,163 @@ def _run_train(args: argparse.Namespace) -> int:
     return _not_built("train", 7)
 
 
+_SAMPLE_MODALITY = {"text": "text", "t2i": "image", "t2s": "audio", "i2t": "text", "s2t": "text"}
+
+
 def _add_sample(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="sample text, images (t2i) or speech (t2s)")
-    p.add_argument("task", choices=["text", "t2i", "t2s", "i2t", "s2t"])
+    p = sub.add_parser(
+        "sample", help="sample text, images (t2i), speech (t2s), captions (i2t) or transcripts (s2t)",
+        description="Generate with a trained MDM. Settings start from the generated modality's "
+                    "defaults (docs/sampling.md), then --config, then the flags below.")
+    p.add_argument("task", choices=list(_SAMPLE_MODALITY))
+    p.add_argument("--checkpoint", required=True, help="training run folder (its latest checkpoint) or a step_* folder")
+    p.add_argument("--vocab", help="vocab.json (default: the one in the run folder)")
+    p.add_argument("--prompt", action="append", default=[], help="prompt text (text, t2i, t2s); repeat for a batch")
+    p.add_argument("--suffix", help="text after the generated span (text infilling)")
+    p.add_argument("--image", action="append", default=[], help="input image file (i2t); repeat for a batch")
+    p.add_argument("--audio", action="append", default=[], help="input audio file (s2t); repeat for a batch")
+    p.add_argument("--text-tokenizer", help="SentencePiece model (needed by every direction)")
+    p.add_argument("--image-tokenizer", help="image tokenizer folder or checkpoint (t2i, i2t)")
+    p.add_argument("--audio-tokenizer", help="audio tokenizer .safetensors (t2s, s2t)")
+    p.add_argument("--out", help="output file: .txt (text, i2t, s2t), .png (t2i), .wav (t2s); a batch gets "
+                                 "_<i> before the extension (default: print text, sample.png, sample.wav)")
+    p.add_argument("--length", type=int, default=32, help="text ids to generate (text, i2t, s2t)")
+    p.add_argument("--grid", help="image code grid HxW (t2i; default: the image tokenizer's)")
+    p.add_argument("--seconds", type=float, default=3.0, help="speech duration (t2s)")
+    p.add_argument("--n-q", type=int, help="audio codebooks (t2s, s2t; default: the audio tokenizer's)")
+    p.add_argument("--config", help="YAML file of sampling settings (SamplingConfig fields)")
+    p.add_argument("--steps", type=int, help="unmasking steps (0 = one per generated position)")
+    p.add_argument("--schedule", choices=["linear", "cosine", "poly"])
+    p.add_argument("--schedule-exponent", type=float)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--remasking", choices=["low_confidence", "random"])
+    p.add_argument("--block-length", type=int, help="semi-autoregressive block length (0 = off)")
+    p.add_argument("--cfg", help="classifier-free guidance weight w, or 'none' to switch it off")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast (CUDA)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--task-token", help="TASK token to prompt with (default: the data task the model "
+                                        "was trained on, e.g. image_text for t2i)")
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    return _not_built(f"sample {args.task}", 8)
+    import numpy as np
+    import torch
+    import yaml
+
+    from trimodal.config import ConfigError
+    from trimodal.mdm_core.checkpoint import CheckpointError
+    from trimodal.mdm_core.sampler import Sampler, SamplingError, load_model, model_logits_fn
+    from trimodal.mdm_core.sampling_config import default_config
+    from trimodal.packing.vocab import Vocab, VocabError
+
+    task, modality = args.task, _SAMPLE_MODALITY[args.task]
+
+    def fail(msg: str) -> int:
+        print(f"trimodal sample {task}: {msg}", file=sys.stderr)
+        return 2
+
+    def outputs(default: str, n: int) -> list[str]:
+        base = args.out or default
+        if n == 1:
+            return [base]
+        stem, dot, ext = base.rpartition(".")
+        return [f"{stem}_{i}.{ext}" if dot else f"{base}_{i}" for i in range(n)]
+
+    try:
+        overrides: dict = {}
+        if args.config:
+            with open(args.config) as f:
+                overrides.update(yaml.safe_load(f) or {})
+        flags = {"steps": args.steps, "schedule": args.schedule, "schedule_exponent": args.schedule_exponent,
+                 "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
+                 "remasking": args.remasking, "block_length": args.block_length, "seed": args.seed,
+                 "bf16": args.bf16}
+        overrides.update({k: v for k, v in flags.items() if v is not None})
+        if args.cfg is not None:
+            overrides["cfg_scale"] = None if args.cfg.lower() in ("none", "off") else float(args.cfg)
+        cfg = default_config(modality, overrides)
+        if task == "text" and cfg.cfg_scale is not None:
+            return fail("classifier-free guidance needs a condition; text continuation has none")
+        device = torch.device(args.device if args.device != "auto" else
+                              ("cuda" if torch.cuda.is_available() else "cpu"))
+        vocab = Vocab.load(args.vocab) if args.vocab else None
+        model, vocab = load_model(args.checkpoint, vocab, device)
+        if not args.text_tokenizer:
+            return fail("--text-tokenizer is required")
+        from trimodal.tokenizers.text import TextTokenizer
+        text_tok = TextTokenizer.load(args.text_tokenizer)
+        image_tok = audio_tok = None
+        if task in ("t2i", "i2t"):
+            if not args.image_tokenizer:
+                return fail("--image-tokenizer is required")
+            from trimodal.tokenizers.image import ImageTokenizer
+            image_tok = ImageTokenizer.load(args.image_tokenizer, map_location=device)
+        if task in ("t2s", "s2t"):
+            if not args.audio_tokenizer:
+                return fail("--audio-tokenizer is required")
+            from trimodal.tokenizers.audio import AudioTokenizer
+            audio_tok = AudioTokenizer.load(args.audio_tokenizer)
+            if args.n_q:
+                audio_tok = audio_tok.with_n_q(args.n_q)
+        tasks = {task: args.task_token} if args.task_token else None
+        sampler = Sampler(model_logits_fn(model, vocab), vocab, text=text_tok, image=image_tok,
+                          audio=audio_tok, device=device, tasks=tasks)
+        log.info("sample %s on %s with %s", task, device, cfg)
+
+        if task in ("text", "t2i", "t2s") and not args.prompt:
+            return fail("give at least one --prompt")
+        if task == "text":
+            suffixes = [args.suffix] * len(args.prompt) if args.suffix else None
+            texts = sampler.text(args.prompt, args.length, cfg, suffixes, progress=True)
+        elif task == "i2t":
+            if not args.image:
+                return fail("give at least one --image")
+            from trimodal.tokenizers.image import load_image
+            codes = image_tok.encode_pil([load_image(p, where=p) for p in args.image])
+            texts = sampler.i2t(codes, args.length, cfg, progress=True)
+        elif task == "s2t":
+            if not args.audio:
+                return fail("give at least one --audio")
+            import soundfile as sf
+            from trimodal.tokenizers.audio import to_codec_input
+            waves = []
+            for path in args.audio:
+                data, sr = sf.read(path, dtype="float32", always_2d=True)
+                waves.append(to_codec_input(data.T, sr, audio_tok.sample_rate))
+            texts = sampler.s2t(audio_tok.encode(waves), args.length, cfg, progress=True)
+        elif task == "t2i":
+            if args.grid:
+                h, _, w = args.grid.lower().partition("x")
+                grid = (int(h), int(w or h))
+            else:
+                grid = image_tok.grid(image_tok.config.image_size)
+            images = sampler.t2i(args.prompt, grid, cfg, progress=True)
+            for img, path in zip(images, outputs("sample.png", len(images))):
+                img.save(path)
+                print(path)
+            return 0
+        else:  # t2s
+            import soundfile as sf
+            frames = audio_tok.frames(int(round(args.seconds * audio_tok.sample_rate)))
+            waves = sampler.t2s(args.prompt, audio_tok.n_q, frames, cfg, progress=True)
+            for wave, path in zip(waves, outputs("sample.wav", len(waves))):
+                sf.write(path, np.asarray(wave, dtype=np.float32), audio_tok.sample_rate)
+                print(path)
+            return 0
+        if args.out:
+            for text, path in zip(texts, outputs(args.out, len(texts))):
+                with open(path, "w") as f:
+                    f.write(text + "\n")
+                print(path)
+        else:
+            for text in texts:
+                print(text)
+        return 0
+    except (ConfigError, CheckpointError, SamplingError, VocabError, ValueError, OSError) as err:
+        return fail(str(err))
 
 
 # --- benchmarks, demo, studies ---------------------------------------------------------

@@ -20,13 +20,15 @@ class TextCodec(Protocol):
         ...
 
     def decode(self, ids: Sequence[np.ndarray]) -> list[str]:
+        """`trimodal.tokenizers.text.TextTokenizer` fits as is."""
         ...
 
 
 @runtime_checkable
 class ImageDecoder(Protocol):
-    def decode(self, ids: np.ndarray) -> list[Any]:
-        """Local image codes [B, h, w] -> B images (PIL images or uint8 arrays [H, W, 3])."""
+    def decode(self, ids: Sequence[np.ndarray]) -> list[Any]:
+        """B arrays of local image codes [h, w] -> B images (PIL images or uint8 [H, W, 3]).
+        `trimodal.tokenizers.image.ImageTokenizer` fits as is."""
         ...
 
 
@@ -34,6 +36,7 @@ class ImageDecoder(Protocol):
 class AudioDecoder(Protocol):
     sample_rate: int
 
-    def decode(self, codes: np.ndarray, lengths: Sequence[int] | None = None) -> list[np.ndarray]:
-        """Local codes [B, n_q, T] (+ optional lengths in samples) -> B float waveforms [n]."""
+    def decode(self, codes: Sequence[np.ndarray], lengths: Sequence[int] | None = None) -> list[np.ndarray]:
+        """B arrays of local codes [n_q, T] (+ optional lengths in samples) -> B float
+        waveforms at `sample_rate`. `trimodal.tokenizers.audio.AudioTokenizer` fits as is."""
         ...

@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import logging
 import math
+import posixpath
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import fsspec
 import numpy as np
 import torch
 
@@ -479,6 +481,36 @@ def model_logits_fn(model: torch.nn.Module, vocab: Vocab) -> LogitsFn:
     return logits_fn
 
 
+def load_model(checkpoint: str, vocab: Vocab | None = None,
+               device: torch.device | str = "cpu") -> tuple[torch.nn.Module, Vocab]:
+    """A trained model in eval mode and its vocabulary, from a run folder (its `latest`
+    checkpoint) or one `step_*` folder. The vocabulary defaults to the run's `vocab.json`;
+    a vocabulary whose hash differs from the checkpoint's is refused."""
+    from trimodal.config import from_dict  # noqa: PLC0415
+    from trimodal.mdm_core import checkpoint as ckpt  # noqa: PLC0415
+    from trimodal.mdm_core.config import TrainConfig  # noqa: PLC0415
+    from trimodal.mdm_core.trainer import build_model  # noqa: PLC0415
+
+    checkpoint = checkpoint.rstrip("/")
+    ckpt_dir = ckpt.latest_checkpoint(checkpoint) or checkpoint
+    state, config, vocab_hash = ckpt.load_model_weights(ckpt_dir, map_location="cpu")
+    if vocab is None:
+        candidates = [posixpath.join(checkpoint, "vocab.json"), posixpath.join(posixpath.dirname(ckpt_dir), "vocab.json")]
+        for path in candidates:
+            fs, local = fsspec.core.url_to_fs(path)
+            if fs.exists(local):
+                vocab = Vocab.load(path)
+                break
+        else:
+            raise SamplingError(f"{checkpoint}: no vocab.json next to the checkpoint; pass the vocabulary")
+    vocab.check_hash(vocab_hash, ckpt_dir)
+    cfg = from_dict(TrainConfig, config, where=f"{ckpt_dir} config")
+    model = build_model(cfg, vocab)
+    model.load_state_dict(state)
+    log.info("loaded %s (%.2fM non-embedding params, vocab %s)", ckpt_dir, model.num_params() / 1e6, vocab.hash)
+    return model.to(device).eval(), vocab
+
+
 class Sampler:
     """Generation directions on top of `generate`: strings and codes in, strings/codes/media out.
 
@@ -535,7 +567,7 @@ class Sampler:
     def t2i(self, captions: Sequence[str], grid: tuple[int, int], cfg: SamplingConfig,
             progress: bool = False) -> list:
         decoder = self._need("image decoder", self.image_decoder)
-        return decoder.decode(self.t2i_codes(captions, grid, cfg, progress))
+        return decoder.decode(list(self.t2i_codes(captions, grid, cfg, progress)))
 
     def t2s_codes(self, texts: Sequence[str], n_q: int, frames: int, cfg: SamplingConfig,
                   progress: bool = False) -> np.ndarray:
@@ -546,7 +578,7 @@ class Sampler:
     def t2s(self, texts: Sequence[str], n_q: int, frames: int, cfg: SamplingConfig,
             progress: bool = False) -> list[np.ndarray]:
         decoder = self._need("audio decoder", self.audio_decoder)
-        return decoder.decode(self.t2s_codes(texts, n_q, frames, cfg, progress))
+        return decoder.decode(list(self.t2s_codes(texts, n_q, frames, cfg, progress)))
 
     # media -> text
     def i2t(self, images: Sequence[np.ndarray], length: int, cfg: SamplingConfig,

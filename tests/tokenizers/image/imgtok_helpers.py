@@ -54,3 +54,11 @@ def tiny_train(kind: str, steps: int, **quant) -> ImageTrainConfig:
 
 def random_images(b: int, size: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(b, 3, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def one_thread():
+    """Tiny convolutions run several times faster on one thread than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -3,9 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-from imgtok_helpers import random_images, shape_images, tiny_model
+from imgtok_helpers import one_thread, random_images, shape_images, tiny_model
 from trimodal.tokenizers.base import Tokenizer
 from trimodal.tokenizers.image import ImageTokenizer, preprocess, to_pil
+
+_threads = pytest.fixture(autouse=True, name="_one_thread")(one_thread)
 
 
 @pytest.mark.parametrize("kind", ["movq", "fsq", "lfq"])

@@ -77,8 +77,10 @@ def _arch_json(cfg: ImageTokenizerConfig) -> bytes:
     return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+def _weights_bytes(module: nn.Module) -> bytes:
+    """The safetensors file exactly as `save` writes it (the hash is taken over these bytes)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    return safetensors.torch.save(state, metadata={"format": FORMAT})
 
 
 class ImageTokenizer(nn.Module):
@@ -107,7 +109,7 @@ class ImageTokenizer(nn.Module):
 
     @property
     def hash(self) -> str:
-        return content_hash([_arch_json(self.config), safetensors.torch.save(_cpu_state(self))])
+        return content_hash([_arch_json(self.config), _weights_bytes(self)])
 
     @property
     def device(self) -> torch.device:
@@ -201,7 +203,7 @@ class ImageTokenizer(nn.Module):
     # --- save / load ----------------------------------------------------------------------
     def save(self, path: str) -> str:
         """Write `path/config.json` + `path/model.safetensors`; returns the hash."""
-        weights = safetensors.torch.save(_cpu_state(self), metadata={"format": FORMAT})
+        weights = _weights_bytes(self)
         digest = content_hash([_arch_json(self.config), weights])
         fs, root = fsspec.core.url_to_fs(str(path))
         fs.makedirs(root, exist_ok=True)

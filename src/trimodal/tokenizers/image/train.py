@@ -271,9 +271,6 @@ def train(cfg: ImageTrainConfig,
     `out/checkpoint.pt` when present. stop_at: stop (and checkpoint) after this step although
     the schedule runs to `cfg.steps` (to simulate an interruption).
     """
-    out = str(out or cfg.out)
-    fs, out_root = fsspec.core.url_to_fs(out)
-    fs.makedirs(out_root, exist_ok=True)
     device = resolve_device(cfg.device)
     mcfg = cfg.model
     if cfg.loss.perceptual_weight > 0:
@@ -295,6 +292,9 @@ def train(cfg: ImageTrainConfig,
         require(source.ndim == 4 and source.shape[1] == 3 and tuple(source.shape[-2:]) == (mcfg.image_size,) * 2,
                 f"image tensor must be [N,3,{mcfg.image_size},{mcfg.image_size}], got {tuple(source.shape)}")
     dataset = ImageDataset(source, mcfg.image_size, mcfg.resize_policy)
+    out = str(out or cfg.out)
+    fs, out_root = fsspec.core.url_to_fs(out)
+    fs.makedirs(out_root, exist_ok=True)
 
     torch.manual_seed(cfg.seed)
     model = ImageTokenizer(mcfg).to(device)

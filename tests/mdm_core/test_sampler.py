@@ -101,6 +101,27 @@ def test_target_span_positions_follow_the_pair_layout():
     assert p.condition[0].nonzero().flatten().tolist() == [10, 11, 12]
 
 
+def test_prompts_match_the_packers_layout():
+    from trimodal.packing.layout import pair_tokens
+
+    text = np.array([4, 5, 6, 7, 8, 9])
+    for media, n, g in (("image", 6, VOCAB.to_global("image", np.arange(6))),
+                        ("audio", 12, VOCAB.audio_to_global(np.arange(12).reshape(3, 4) % 8))):
+        packed, spans, _ = pair_tokens(VOCAB, f"{media}_text", media, g, text, 40, "drop", "k")
+        mine, m_span, t_span = pair_layout(VOCAB, f"{media}_text", media, g, VOCAB.to_global("text", text))
+        np.testing.assert_array_equal(packed[: mine.size], mine)
+        assert (packed[mine.size:] == VOCAB.pad).all()
+        assert spans == [(media, m_span[0] - 1, m_span[1] + 1), ("text", t_span[0] - 1, t_span[1] + 1)]
+        # the sampling prompt is that sequence with the target replaced by MASK
+        prompt = media_prompt(VOCAB, [text], media, n, n_q=3, pad_to=40)
+        expect = packed.astype(np.int64).copy()
+        expect[m_span[0]:m_span[1]] = VOCAB.mask(media)
+        np.testing.assert_array_equal(prompt.tokens[0].numpy(), expect)
+    # text: BOS_text ids EOS_text, no TASK token, as the packer writes documents
+    p = continuation_prompt(VOCAB, [np.array([1, 2])], 3)
+    assert p.tokens[0].tolist() == [VOCAB.bos("text"), 1, 2] + [VOCAB.mask("text")] * 3 + [VOCAB.eos("text")]
+
+
 def test_deterministic_with_seed():
     prompt = prompts(VOCAB)["t2i"]
     fn = lookup_model(VOCAB)

@@ -49,10 +49,11 @@ log = logging.getLogger(__name__)
 
 LogitsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: Which data task a model saw for each generation direction (pairs are stored media first,
-#: text second whatever the direction; the direction is implied by what is masked).
+#: Which TASK token a model saw for each generation direction (pairs are stored media first,
+#: text second whatever the direction; the direction is implied by what is masked). Packed
+#: text sequences carry no TASK token (packing.packer), hence "" for text.
 TRAINED_TASK: dict[str, str] = {
-    "text": "text", "t2i": "image_text", "i2t": "image_text",
+    "text": "", "t2i": "image_text", "i2t": "image_text",
     "t2s": "audio_text", "s2t": "audio_text",
 }
 
@@ -101,8 +102,8 @@ class _Row:
 
 def pair_layout(vocab: Vocab, task: str, media: str, media_ids: np.ndarray,
                 text_ids: np.ndarray) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-    """The training layout of a pair from *global* ids:
-    [TASK] [BOS_m] media [EOS_m] [BOS_text] text [EOS_text].
+    """The training layout of a pair from *global* ids (`packing.layout.pair_tokens` without
+    the padding): [TASK] [BOS_m] media [EOS_m] [BOS_text] text [EOS_text].
     Returns the tokens and the (start, end) of the media and text contents."""
     media_ids = np.asarray(media_ids, dtype=np.int64).reshape(-1)
     text_ids = np.asarray(text_ids, dtype=np.int64).reshape(-1)
@@ -114,9 +115,9 @@ def pair_layout(vocab: Vocab, task: str, media: str, media_ids: np.ndarray,
     return tokens, (m0, m0 + media_ids.size), (t0, t0 + text_ids.size)
 
 
-def text_layout(vocab: Vocab, text_ids: np.ndarray, task: str | None = "text") -> tuple[np.ndarray, int]:
-    """A text-only sequence from global ids: [TASK_text] [BOS_text] text [EOS_text]
-    (no TASK token when `task` is None). Returns the tokens and where the text starts."""
+def text_layout(vocab: Vocab, text_ids: np.ndarray, task: str | None = None) -> tuple[np.ndarray, int]:
+    """A text document from global ids: [BOS_text] text [EOS_text], as the packer writes it
+    (optionally after a TASK token). Returns the tokens and where the text starts."""
     head = ([vocab.task(task)] if task else []) + [vocab.bos("text")]
     tokens = np.concatenate([np.asarray(head, dtype=np.int64), np.asarray(text_ids, dtype=np.int64).reshape(-1),
                              np.asarray([vocab.eos("text")], dtype=np.int64)])
@@ -207,7 +208,7 @@ def caption_prompt(vocab: Vocab, media: str, media_ids: Sequence[np.ndarray], le
 
 
 def continuation_prompt(vocab: Vocab, prefixes: Sequence[np.ndarray], length: int,
-                        suffixes: Sequence[np.ndarray] | None = None, task: str | None = "text",
+                        suffixes: Sequence[np.ndarray] | None = None, task: str | None = None,
                         pad_to: int | None = None) -> Prompt:
     """Text continuation (prefix + `length` new ids) or infilling (prefix + new + suffix).
 

@@ -429,22 +429,48 @@ class Batch:
                      self.tasks, self.keys, self.sources, self.meta, self.state)
 
 
+@dataclass
+class RawBatch:
+    """What a DataLoader worker sends: int32 tokens and the row info, nothing derived.
+
+    One small tensor per batch instead of three large ones: moving tensors between processes
+    costs per tensor and per byte, and the modality ids and pad mask are cheap to derive in
+    the main process (`Collate.expand`).
+    """
+
+    tokens: torch.Tensor  # [B, L] int32
+    tasks: list[str]
+    keys: list[str]
+    sources: list[str]
+    meta: list[dict]
+    state: tuple | None = None
+
+
 class Collate:
-    """Samples -> Batch. Modality ids come from Vocab.modality_of, tabulated once per worker."""
+    """Samples -> Batch. Modality ids come from Vocab.modality_of, tabulated once per process."""
 
     def __init__(self, vocab: Vocab):
         self.vocab = vocab
         self._table: np.ndarray | None = None
 
-    def __call__(self, samples: list[ShardSample]) -> Batch:
+    def raw(self, samples: list[ShardSample]) -> RawBatch:
+        tokens = torch.from_numpy(np.stack([s.tokens for s in samples]))
+        return RawBatch(tokens, [s.meta.get("task", "") for s in samples], [s.key for s in samples],
+                        [s.source for s in samples], [s.meta for s in samples], samples[-1].state)
+
+    def expand(self, raw: RawBatch) -> Batch:
+        # numpy, not torch, for the elementwise work: on CPU builds torch's int32->int64 and
+        # comparisons cost several times numpy's here, and this runs once per batch.
         if self._table is None:
-            self._table = self.vocab.modality_of(np.arange(self.vocab.size))
-        tokens = np.stack([s.tokens for s in samples])
-        modality = torch.from_numpy(self._table[tokens])
-        t = torch.from_numpy(tokens).long()
-        return Batch(t, modality, t == self.vocab.pad, [s.meta.get("task", "") for s in samples],
-                     [s.key for s in samples], [s.source for s in samples],
-                     [s.meta for s in samples], samples[-1].state)
+            self._table = self.vocab.modality_of(np.arange(self.vocab.size)).astype(np.int8)
+        tokens = raw.tokens.numpy()
+        modality = torch.from_numpy(np.take(self._table, tokens).astype(np.int64))
+        pad_mask = torch.from_numpy(tokens == self.vocab.pad)
+        t = torch.from_numpy(tokens.astype(np.int64))
+        return Batch(t, modality, pad_mask, raw.tasks, raw.keys, raw.sources, raw.meta, raw.state)
+
+    def __call__(self, samples: list[ShardSample]) -> Batch:
+        return self.expand(self.raw(samples))
 
     def __getstate__(self) -> dict:
         return {"vocab": self.vocab, "_table": None}
@@ -479,15 +505,19 @@ class ShardLoader:
     def __iter__(self) -> Iterator[Batch]:
         ds = self.dataset
         ds._managed = True
+        collate_fn = Collate(ds.vocab)
         loader = DataLoader(
             ds, batch_size=self.batch_size, num_workers=self.num_workers,
-            collate_fn=Collate(ds.vocab), pin_memory=self.pin_memory, drop_last=self.drop_last,
+            collate_fn=collate_fn.raw, pin_memory=False, drop_last=self.drop_last,
             prefetch_factor=self.prefetch_factor if self.num_workers else None,
             persistent_workers=False, multiprocessing_context=self.multiprocessing_context,
         )
         n = max(1, self.num_workers)
         try:
-            for batch in loader:
+            for raw in loader:
+                batch = collate_fn.expand(raw)
+                if self.pin_memory:
+                    batch = batch.pin_memory()
                 if batch.state is not None:
                     ds.record(batch.state, n)
                 yield batch

@@ -103,3 +103,19 @@ def synthetic_corpus(vocab: Vocab, n: int, seq_len: int, seed: int = 0,
         row = row[:seq_len]
         out[i, :len(row)] = row
     return out
+
+
+def shard_loader(url: str, vocab: Vocab, batch_size: int, seq_len: int | None = None, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0, train: bool = True):
+    """The shard reader as a trainer data source (state_dict/load_state_dict included).
+
+    train=True: shuffled, looping forever; train=False (eval): one ordered pass. `url` may list
+    several shard sets separated by commas (mixed with equal weight).
+    """
+    # Imported here so the in-memory path (tests, benchmarks) does not need the shard stack.
+    from trimodal.shards import ReaderConfig, make_loader
+
+    sources = [u for u in url.split(",") if u]
+    config = ReaderConfig(seed=seed, shuffle=train, infinite=train, rank=rank, world_size=world_size)
+    return make_loader(sources, vocab, batch_size=batch_size, length=seq_len, config=config,
+                       num_workers=num_workers, drop_last=train)

@@ -147,23 +147,29 @@ def mdm_loss(logits: torch.Tensor, mb: MaskedBatch, tables: TokenTables | None =
 
     stats: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        ce_d, wce = ce.detach(), ce.detach() * w[rows]
+        # Vectorised sums (a few kernels, not one per modality/task): [numerator, denominator].
+        dt, dev = ce.dtype, ce.device
+        n_mod = len(MODALITIES)
+        wce = ce.detach() * w[rows]
         mod = mb.modality[rows, cols]
         maskable_mod = mb.modality[mb.maskable]
-        stats["elbo"] = torch.stack([(w * per_row.detach() / n_tok).sum(), torch.tensor(float(B), device=ce.device)])
+        elbo_num = torch.zeros(n_mod, dtype=dt, device=dev).index_add_(0, mod, wce)
+        ce_num = torch.zeros(n_mod, dtype=dt, device=dev).index_add_(0, mod, ce.detach())
+        masked_n = torch.bincount(mod, minlength=n_mod).to(dt)
+        maskable_n = torch.bincount(maskable_mod, minlength=n_mod).to(dt)
+        stats["elbo"] = torch.stack([(w * per_row.detach() / n_tok).sum(), torch.tensor(float(B), device=dev)])
         for i, m in enumerate(MODALITIES):
-            sel = mod == i
-            stats[f"elbo/{m}"] = torch.stack([wce[sel].sum(), (maskable_mod == i).sum().to(ce.dtype)])
-            stats[f"ce/{m}"] = torch.stack([ce_d[sel].sum(), sel.sum().to(ce.dtype)])
+            stats[f"elbo/{m}"] = torch.stack([elbo_num[i], maskable_n[i]])
+            stats[f"ce/{m}"] = torch.stack([ce_num[i], masked_n[i]])
         if tables is not None:
-            row_task = mb.task[rows]
-            n_task_tok = torch.zeros(len(tables.task_names) + 1, dtype=ce.dtype, device=ce.device)
-            n_task_tok.index_add_(0, mb.task + 1, mb.maskable.sum(dim=1).to(ce.dtype))
+            # Every task key is always present (zero sums included) so that ranks can
+            # all-reduce the same set of tensors; `summarize` drops empty ones.
+            n_t = len(tables.task_names) + 1  # slot 0: rows without a TASK token
+            task_num = torch.zeros(n_t, dtype=dt, device=dev).index_add_(0, mb.task[rows] + 1, wce)
+            task_den = torch.zeros(n_t, dtype=dt, device=dev).index_add_(
+                0, mb.task + 1, mb.maskable.sum(dim=1).to(dt))
             for i, name in enumerate(tables.task_names):
-                # Every task key is always present (zero sums included) so that ranks can
-                # all-reduce the same set of tensors; `summarize` drops empty ones.
-                sel = row_task == i
-                stats[f"elbo/task/{name}"] = torch.stack([wce[sel].sum(), n_task_tok[i + 1]])
+                stats[f"elbo/task/{name}"] = torch.stack([task_num[i + 1], task_den[i + 1]])
     return loss, stats
 
 

@@ -1,0 +1,130 @@
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from trimodal.mdm_core.checkpoint import latest_checkpoint, load_model_weights
+from trimodal.mdm_core.data import InMemoryBatches
+from trimodal.mdm_core.trainer import train
+from trimodal.packing.vocab import Vocab, VocabError
+
+from .train_helpers import tiny_config, tiny_tokens, tiny_vocab
+
+HERE = Path(__file__).parent
+
+
+class CrashAfter:
+    """Wraps a batch source and raises after n batches, like a killed job."""
+
+    def __init__(self, inner: InMemoryBatches, n: int):
+        self.inner, self.n = inner, n
+
+    def __iter__(self):
+        for i, batch in enumerate(self.inner):
+            if i == self.n:
+                raise KeyboardInterrupt("simulated crash")
+            yield batch
+
+    def state_dict(self):
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+
+def _params(out_dir: str) -> dict:
+    state, _, _ = load_model_weights(latest_checkpoint(out_dir))
+    return state
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    vocab, tokens = tiny_vocab(), tiny_tokens()
+    full = train(tiny_config(str(tmp_path / "a"), grad_accum=2), vocab, InMemoryBatches(tokens, 4))
+
+    cfg = tiny_config(str(tmp_path / "b"), grad_accum=2, ckpt_every=3)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, vocab, CrashAfter(InMemoryBatches(tokens, 4), n=3 * 2 + 1))
+    assert latest_checkpoint(cfg.out_dir).endswith("step_00000003")
+    resumed = train(tiny_config(str(tmp_path / "b"), grad_accum=2, ckpt_every=3), vocab,
+                    InMemoryBatches(tokens, 4))
+    assert resumed.step == 6
+    np.testing.assert_allclose(resumed.losses, full.losses[3:], rtol=1e-6)
+    a, b = _params(str(tmp_path / "a")), _params(str(tmp_path / "b"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
+    # Run dir holds config, vocab, resolved hyperparameters and a JSONL log.
+    out = tmp_path / "b"
+    assert {"config.yaml", "vocab.json", "hparams.json", "metrics.jsonl"} <= set(os.listdir(out))
+    assert json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
+
+
+def test_refuses_checkpoint_of_another_vocabulary(tmp_path):
+    cfg = tiny_config(str(tmp_path), max_steps=1)
+    train(cfg, tiny_vocab(), InMemoryBatches(tiny_tokens(), 4))
+    other = Vocab.from_sizes(32, 16, 8, 2, audio_shared=True)
+    with pytest.raises(VocabError, match="refusing"):
+        train(tiny_config(str(tmp_path), max_steps=2, **{"model.vocab_size": 0}), other,
+              InMemoryBatches(tiny_tokens(), 4))
+
+
+def test_torchrun_two_processes_match_gradient_accumulation(tmp_path):
+    ddp_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(HERE / "train_helpers.py"), str(ddp_dir)],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp_losses = json.loads((ddp_dir / "losses.json").read_text())
+
+    single = train(tiny_config(str(tmp_path / "one"), grad_accum=2, **{"masking.anti_masking": True}),
+                   tiny_vocab(), InMemoryBatches(tiny_tokens(), 4))
+    np.testing.assert_allclose(ddp_losses, single.losses, rtol=1e-4, atol=1e-5)
+    a, b = _params(str(ddp_dir)), _params(str(tmp_path / "one"))
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def _write_tiny_shards(url: str, vocab: Vocab, tokens: np.ndarray) -> None:
+    from trimodal.packing.layout import PackedSequence
+    from trimodal.shards import WriterConfig, write_shards
+
+    names = {vocab.task(t): t for t in vocab.spec.tasks}
+    seqs = [PackedSequence(tokens=row.astype(np.int32), task=names[int(row[0])], keys=[f"syn/{i}"],
+                           spans=[], pad_count=int((row == vocab.pad).sum()), source="syn")
+            for i, row in enumerate(tokens)]
+    write_shards(seqs, url, vocab, tokens.shape[1], "pad", WriterConfig(max_samples=3))
+
+
+def test_overfits_tiny_shard_set_below_unigram_entropy(tmp_path):
+    from trimodal.mdm_core.data import shard_loader
+
+    vocab = tiny_vocab()
+    tokens = tiny_tokens(n=8, seed=3)
+    shards = str(tmp_path / "shards")
+    _write_tiny_shards(shards, vocab, tokens)
+    # Unigram entropy of the maskable tokens (nats): what a model that ignores context gets.
+    maskable = tokens[(tokens != vocab.pad) & (vocab.modality_of(tokens) >= 0)]
+    _, counts = np.unique(maskable, return_counts=True)
+    p = counts / counts.sum()
+    unigram = float(-(p * np.log(p)).sum())
+
+    cfg = tiny_config(str(tmp_path / "run"), max_steps=250, log_every=50, eval_every=250,
+                      eval_batches=8, **{"data.batch_size": 8, "model.d_model": 48,
+                                         "optim.lr": 1e-2, "optim.warmup_steps": 10,
+                                         "optim.weight_decay": 0.0})
+    data = shard_loader(shards, vocab, batch_size=8, seed=0)
+    result = train(cfg, vocab, data, eval_data=lambda: shard_loader(shards, vocab, 8, train=False))
+    assert result.losses[-1] < result.losses[0]
+    final = result.eval[-1]["eval/elbo"]
+    assert final < 0.5 * unigram, (final, unigram)
+    # The reader's position went into the checkpoint (exact resume of the shard stream).
+    from trimodal.mdm_core.checkpoint import load_checkpoint
+    state = load_checkpoint(latest_checkpoint(cfg.out_dir), 0, vocab.hash)
+    assert state["data"]["batch_size"] == 8

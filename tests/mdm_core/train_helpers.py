@@ -1,0 +1,54 @@
+"""Shared tiny setup for trainer tests; also the torchrun entry point of the DDP test.
+
+    python -m torch.distributed.run --nproc_per_node 2 train_helpers.py OUT_DIR
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from trimodal.config import from_dict
+from trimodal.mdm_core.config import TrainConfig
+from trimodal.mdm_core.data import InMemoryBatches, synthetic_corpus
+from trimodal.mdm_core.trainer import train
+from trimodal.packing.vocab import Vocab
+
+SEQ_LEN = 24
+
+
+def tiny_vocab() -> Vocab:
+    return Vocab.from_sizes(32, 16, 8, 2)
+
+
+def tiny_config(out_dir: str, **over) -> TrainConfig:
+    base = {
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": SEQ_LEN},
+        "data": {"batch_size": 4},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+        "out_dir": out_dir, "max_steps": 6, "log_every": 1, "eval_every": 0, "ckpt_every": 0,
+        "progress": False, "device": "cpu",
+    }
+    for key, value in over.items():
+        node = base
+        *path, last = key.split(".")
+        for p in path:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return from_dict(TrainConfig, base)
+
+
+def tiny_tokens(n: int = 64, seed: int = 0):
+    return synthetic_corpus(tiny_vocab(), n, SEQ_LEN, seed=seed)
+
+
+if __name__ == "__main__":
+    out = sys.argv[1]
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    cfg = tiny_config(out, **{"masking.anti_masking": True})
+    data = InMemoryBatches(tiny_tokens(), cfg.data.batch_size, rank=rank, world_size=world)
+    result = train(cfg, tiny_vocab(), data)
+    if rank == 0:
+        with open(os.path.join(out, "losses.json"), "w") as f:
+            json.dump(result.losses, f)

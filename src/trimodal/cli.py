@@ -25,7 +25,7 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tokenizer", help="train a text, image or audio tokenizer")
     tsub = p.add_subparsers(dest="kind", required=True)
     # Each kind registers the arguments of its `train` action here (None: not built yet).
-    train_args = {"text": _add_text_tokenizer_args, "image": None, "audio": _add_audio_tokenizer_args}
+    train_args = {"text": _add_text_tokenizer_args, "image": _add_image_tokenizer_args, "audio": _add_audio_tokenizer_args}
     for kind, add_args in train_args.items():
         t = tsub.add_parser(kind, help=f"{kind} tokenizer").add_subparsers(dest="action", required=True)
         train = t.add_parser("train", help=f"train a {kind} tokenizer")
@@ -35,7 +35,7 @@ def _add_tokenizer(sub: argparse._SubParsersAction) -> None:
 
 def _run_tokenizer(args: argparse.Namespace) -> int:
     # Each kind registers its runner here; kinds without one report "not built".
-    runners = {"text": _train_text_tokenizer, "audio": _train_audio_tokenizer}
+    runners = {"text": _train_text_tokenizer, "image": _train_image_tokenizer, "audio": _train_audio_tokenizer}
     run = runners.get(args.kind)
     if run is None:
         return _not_built(f"tokenizer {args.kind} {args.action}", {"text": 3, "image": 5, "audio": 6}[args.kind])
@@ -83,6 +83,53 @@ def _train_text_tokenizer(args: argparse.Namespace) -> int:
     log.info("wrote %s (%d pieces, hash %s); skipped %s", args.out, tok.vocab_size, tok.hash, skips or "none")
     print(json.dumps({"model": args.out, "name": tok.name, "vocab_size": tok.vocab_size,
                       "hash": tok.hash, "skipped": skips}))
+    return 0
+
+
+def _add_image_tokenizer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, help="YAML/JSON ImageTrainConfig (model, loss, optim, data, ...)")
+    p.add_argument("--preset", default=None, choices=["fsq", "lfq", "movq"],
+                   help="start from the small CPU preset of this quantizer (a --config overrides it)")
+    p.add_argument("--data", default=None, help="folder of training images (overrides the config's `data`)")
+    p.add_argument("--out", default=None, help="output folder (overrides the config's `out`)")
+    p.add_argument("--steps", type=int, default=None, help="total training steps (overrides the config)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt when present")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default; 1 is often fastest for tiny models on busy CPUs)")
+
+
+def _train_image_tokenizer(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from trimodal import config as cfgmod
+    from trimodal.tokenizers.image.train import ImageTrainConfig, cpu_preset, train
+
+    try:
+        if args.config:
+            cfg = cfgmod.load(args.config, ImageTrainConfig)
+        elif args.preset:
+            cfg = cpu_preset(args.preset)
+        else:
+            raise cfgmod.ConfigError("give --config FILE or --preset {fsq,lfq,movq}")
+        if args.data:
+            cfg.data = args.data
+        if args.out:
+            cfg.out = args.out
+        if args.steps is not None:
+            cfg.steps = args.steps
+        cfgmod.require(cfg.steps >= 1, f"steps must be >= 1, got {cfg.steps}")
+        if args.threads > 0:
+            torch.set_num_threads(args.threads)
+        res = train(cfg, resume=args.resume)
+    except (cfgmod.ConfigError, FileNotFoundError) as err:
+        print(f"trimodal: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({"tokenizer": f"{cfg.out}/tokenizer" if res.step >= cfg.steps else None,
+                      "checkpoint": f"{cfg.out}/checkpoint.pt", "name": res.tokenizer.name,
+                      "vocab_size": res.tokenizer.vocab_size, "hash": res.hash, "step": res.step,
+                      "skipped": res.skipped, **{k: round(v, 4) for k, v in res.metrics.items()}}))
     return 0
 
 

@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import uuid
 
-import fsspec
 import numpy as np
 import pytest
 import webdataset as wds

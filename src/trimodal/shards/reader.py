@@ -9,8 +9,8 @@ Design (the why is in docs/shards.md, "Exact resume"):
   sample, so ranks stay in step. A slot's position in its slice is one integer.
 * **Windowed shuffle.** A slot reads its slice in windows of `shuffle_buffer` samples and
   emits each window in a permutation seeded by (seed, source, epoch, slot, window). The state
-  after any sample is therefore just (epoch, position) per source; resuming re-reads at most
-  one window. (A rolling reservoir would need its whole content in the state.)
+  after any sample is therefore just (epoch, position, exhausted) per source; resuming
+  re-reads at most one window. (A rolling reservoir would need its whole content in the state.)
 * **Mixing by counter.** Draw k of a slot picks a source from a uniform number seeded by
   (seed, epoch, slot, k // 4096): no generator state to carry, only the draw count k.
 * **DataLoader workers.** Each batch carries the state of the worker that made it after its

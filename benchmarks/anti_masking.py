@@ -18,6 +18,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
+import torch
+
 from trimodal.config import from_dict
 from trimodal.mdm_core.config import TrainConfig
 from trimodal.mdm_core.data import InMemoryBatches, synthetic_corpus
@@ -55,8 +57,10 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--schedule", default="linear")
     ap.add_argument("--exponent", type=float, default=2.0)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (CPU)")
     ap.add_argument("--out", default=str(RESULTS / "anti_masking.json"))
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
 
     vocab = Vocab.from_sizes(64, 32, 8, 2)
     train_tokens = synthetic_corpus(vocab, 4096, args.seq_len, seed=100)

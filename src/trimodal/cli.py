@@ -429,11 +429,29 @@ def _run_shards(args: argparse.Namespace) -> int:
 
 # --- training and sampling -------------------------------------------------------------
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("train", help="train a masked diffusion model on shards")
+    p = sub.add_parser("train", help="train a masked diffusion model on shards",
+                       description="Train an MDM (see docs/mdm_core.md). Under torchrun every "
+                                   "process runs this same command.")
+    p.add_argument("--config", help="YAML TrainConfig (model, masking, optim, sde, data, ...)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides, YAML values: optim.lr=1e-3 data.train=shards/text")
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    return _not_built("train", 7)
+    from trimodal.config import ConfigError
+    from trimodal.mdm_core.config import load_train_config
+    from trimodal.mdm_core.trainer import run
+    from trimodal.packing.vocab import VocabError
+    from trimodal.shards import ShardError
+
+    try:
+        cfg = load_train_config(args.config, args.overrides)
+        result = run(cfg)
+    except (ConfigError, VocabError, ShardError) as err:
+        print(f"trimodal train: {err}", file=sys.stderr)
+        return 2
+    log.info("training finished at step %d; run folder %s", result.step, cfg.out_dir)
+    return 0
 
 
 _SAMPLE_MODALITY = {"text": "text", "t2i": "image", "t2s": "audio", "i2t": "text", "s2t": "text"}

@@ -128,3 +128,25 @@ def test_overfits_tiny_shard_set_below_unigram_entropy(tmp_path):
     from trimodal.mdm_core.checkpoint import load_checkpoint
     state = load_checkpoint(latest_checkpoint(cfg.out_dir), 0, vocab.hash)
     assert state["data"]["batch_size"] == 8
+
+
+def test_cli_train_from_yaml_with_overrides(tmp_path):
+    import yaml
+
+    from trimodal.cli import main
+
+    vocab = tiny_vocab()
+    shards = str(tmp_path / "shards")
+    _write_tiny_shards(shards, vocab, tiny_tokens(n=8))
+    cfg = {"model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 32},
+           "data": {"train": shards, "eval": shards, "batch_size": 4, "num_workers": 0},
+           "out_dir": str(tmp_path / "run"), "max_steps": 50, "progress": False, "device": "cpu"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    rc = main(["train", "--config", str(tmp_path / "cfg.yaml"), "max_steps=2", "eval_every=2",
+               "masking.anti_masking=true", "optim.betas=[0.9, 0.99]"])
+    assert rc == 0
+    assert latest_checkpoint(str(tmp_path / "run")).endswith("step_00000002")
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["masking"]["anti_masking"] is True and saved["optim"]["betas"] == [0.9, 0.99]
+    assert any("eval/elbo" in line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "optim.lrr=1"]) == 2

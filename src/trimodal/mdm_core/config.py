@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from trimodal.config import require
+from trimodal.config import ConfigError, require
 
 #: Parameter groups of the per-module AdamW (see `optim.param_groups`).
 GROUP_NAMES: tuple[str, ...] = ("embed", "unembed", "attn", "mlp", "norm")
@@ -193,3 +193,46 @@ class TrainConfig:
         if self.masking.anti_masking:
             require(self.data.batch_size % 2 == 0,
                     f"masking.anti_masking needs an even data.batch_size, got {self.data.batch_size}")
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """`a.b=value` strings (value parsed as YAML: 1e-3, true, [0.9, 0.95]) into a config dict."""
+    import yaml
+
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key=value, e.g. optim.lr=1e-3")
+        node = data
+        *path, last = key.split(".")
+        for part in path:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        try:
+            node[last] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from err
+    return data
+
+
+def load_train_config(path: str | None, overrides: list[str] = ()) -> TrainConfig:
+    """YAML file (optional) + overrides -> validated TrainConfig."""
+    import fsspec
+    import yaml
+
+    from trimodal.config import from_dict
+
+    data: dict = {}
+    if path:
+        try:
+            with fsspec.open(path, "r") as f:
+                data = yaml.safe_load(f) or {}
+        except FileNotFoundError as err:
+            raise ConfigError(f"config file not found: {path}") from err
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    return from_dict(TrainConfig, apply_overrides(data, list(overrides)), where=path or "config")

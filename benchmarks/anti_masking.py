@@ -63,8 +63,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     vocab = Vocab.from_sizes(64, 32, 8, 2)
-    train_tokens = synthetic_corpus(vocab, 4096, args.seq_len, seed=100)
-    eval_tokens = synthetic_corpus(vocab, 256, args.seq_len, seed=200)
+    # One corpus (one Markov chain), split: held-out rows come from the same distribution.
+    tokens = synthetic_corpus(vocab, 4096 + 512, args.seq_len, seed=100)
+    train_tokens, eval_tokens = tokens[:4096], tokens[4096:]
     rows = [run(anti, seed, args, vocab, train_tokens, eval_tokens)
             for seed in args.seeds for anti in (False, True)]
     summary = {}

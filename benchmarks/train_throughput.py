@@ -104,8 +104,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--text-size", type=int, default=4096)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch default)")
     ap.add_argument("--out", default=str(RESULTS / "train_throughput.json"))
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     vocab = Vocab.from_sizes(args.text_size, 1024, 256, 4)
     log_every = max(1, args.steps // 4)

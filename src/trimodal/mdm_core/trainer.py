@@ -109,7 +109,9 @@ def batch_tokens(batch) -> torch.Tensor:
 def _to_device(tokens: torch.Tensor, device: torch.device) -> torch.Tensor:
     tokens = torch.as_tensor(tokens).long()
     if device.type == "cuda":
-        return tokens.pin_memory().to(device, non_blocking=True)
+        if not tokens.is_pinned():  # the shard loader already pins on CUDA hosts
+            tokens = tokens.pin_memory()
+        return tokens.to(device, non_blocking=True)
     return tokens.to(device)
 
 

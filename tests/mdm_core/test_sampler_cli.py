@@ -109,3 +109,16 @@ def test_cli_text_and_clear_errors(run, tmp_path, capsys):
     rc = main(["sample", "text", "--checkpoint", str(tmp_path / "nope"), "--text-tokenizer", run["txt"],
                "--prompt", "x"])
     assert rc == 2 and "nope" in capsys.readouterr().err
+
+
+def test_bf16_autocast_sampling_stays_in_range(run):
+    from trimodal.mdm_core.sampler import generate, media_prompt
+    from trimodal.mdm_core.sampling_config import SamplingConfig
+
+    model, vocab = load_model(run["run"])
+    prompt = media_prompt(vocab, [np.array([1, 2, 3])], "audio", 8, n_q=2)
+    out = generate(model_logits_fn(model, vocab), vocab, prompt,
+                   SamplingConfig(steps=3, temperature=0.5, bf16=True, cfg_scale=1.0))
+    s, e = prompt.spans[0]
+    assert vocab.audio_to_local(out[0, s:e].numpy(), 2).shape == (2, 4)
+    assert torch.equal(out[~prompt.target], prompt.tokens[~prompt.target])

@@ -86,7 +86,14 @@ class Prompt:
     spans: list[tuple[int, int]]
 
     def to(self, device: torch.device | str) -> "Prompt":
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        device = torch.device(device)
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            # Pinned host memory lets the copy to a GPU run asynchronously.
+            if device.type == "cuda" and t.device.type == "cpu":
+                t = t.pin_memory()
+            return t.to(device, non_blocking=True)
+
         return Prompt(move(self.tokens), move(self.target), move(self.lo), move(self.hi),
                       move(self.condition), move(self.pad_mask), self.modality, list(self.spans))
 
@@ -231,7 +238,10 @@ def continuation_prompt(vocab: Vocab, prefixes: Sequence[np.ndarray], length: in
 
 def unconditional_tokens(vocab: Vocab, tokens: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
     """`tokens` with the condition positions replaced by MASK of each position's modality."""
-    modality = torch.from_numpy(vocab.modality_of(tokens.cpu().numpy())).to(tokens.device)
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab.size):
+        raise SamplingError(f"token id out of vocabulary range [0, {vocab.size})")
+    # A gather from a [V] table on the tokens' device: no host round trip in a training step.
+    modality = modality_table(vocab).to(tokens.device)[tokens]
     if bool((condition & (modality < 0)).any()):
         raise SamplingError("a condition position holds PAD or a TASK token, which has no MASK")
     masks = torch.from_numpy(vocab.mask_ids()).to(tokens.device)

@@ -8,7 +8,8 @@ import torch
 
 from trimodal.config import ConfigError, from_dict
 from trimodal.mdm_core.sampler import (
-    Sampler, SamplingError, block_ids, caption_prompt, continuation_prompt, draw, drop_condition,
+    Sampler, SamplingError, block_ids, caption_prompt, condition_drop_mask, continuation_prompt, draw,
+    drop_condition,
     filter_logits, generate, media_prompt, pair_layout, unmask_counts,
 )
 from trimodal.mdm_core.sampling_config import (
@@ -246,6 +247,9 @@ def test_drop_condition_masks_text_of_pair_rows_only():
     assert (out[0, 2:6] == VOCAB.mask("image")).all() and dropped[0].sum() == 4
     out, dropped = drop_condition(batch, 0.0, VOCAB, g)
     assert torch.equal(out, batch) and not dropped.any()
+    mask = condition_drop_mask(batch, 1.0, VOCAB, torch.Generator().manual_seed(3), "either")
+    out, dropped = drop_condition(batch, 1.0, VOCAB, torch.Generator().manual_seed(3), "either")
+    assert torch.equal(mask, dropped) and dropped[0].any() and not dropped[1].any()
     many = batch[:1].repeat(2000, 1)
     _, dropped = drop_condition(many, 0.25, VOCAB, g)
     assert 0.2 < dropped.any(1).float().mean().item() < 0.3

@@ -400,34 +400,38 @@ def generate(logits_fn: LogitsFn, vocab: Vocab, prompt: Prompt, cfg: SamplingCon
 
 
 # --- condition drop for CFG training ------------------------------------------------------
-def drop_condition(tokens: torch.Tensor, p: float, vocab: Vocab, generator: torch.Generator | None = None,
-                   condition: str = "text") -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace the condition segment of pair rows by MASK with probability p per row.
+def condition_drop_mask(tokens: torch.Tensor, p: float, vocab: Vocab, generator: torch.Generator | None = None,
+                        condition: str = "text") -> torch.Tensor:
+    """[B, L] bool: the condition content of pair rows, chosen with probability p per row.
 
     What classifier-free guidance needs at training time: the model must also learn
     p(media | no text) so the sampler's unconditional pass means something. Rows are
-    recognised from their tokens (a pair starts with its TASK token, then [BOS_m] media
-    [EOS_m] [BOS_text] text [EOS_text]); text-only rows are left alone. `condition` is which
-    segment is dropped: "text" (for t2i / t2s guidance), "media" (i2t / s2t), or "either"
-    (each dropped row picks one at random).
+    recognised from their *clean* tokens (a pair starts with its TASK token, then [BOS_m] media
+    [EOS_m] [BOS_text] text [EOS_text]); text-only rows are never chosen. `condition` is the
+    segment dropped: "text" (for t2i / t2s guidance), "media" (i2t / s2t), or "either" (each
+    chosen row picks one of the two at random).
 
-    Returns (new tokens, dropped [B, L] bool). Call it on the clean batch *before* noising,
-    and leave the dropped positions out of the loss: predicting a caption from nothing
-    teaches the model nothing about the pairing and only adds noise to the gradient.
+    Trainer code path (compute the mask on the clean batch: noising may hide BOS/EOS)::
+
+        dropped = condition_drop_mask(tokens, p, vocab, gen)
+        mb = forward_process(tokens, tables, schedule, t_eps, gen, anti_masking)
+        if anti_masking:
+            dropped = pair_rows(dropped)
+        mb.inputs = unconditional_tokens(vocab, mb.inputs, dropped)
+        mb.masked &= ~dropped     # no loss on a condition the model was not shown
     """
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"drop_condition: p must be in [0, 1], got {p}")
+        raise ValueError(f"condition drop: p must be in [0, 1], got {p}")
     if condition not in ("text", "media", "either"):
-        raise ValueError(f"drop_condition: condition must be text, media or either, got {condition!r}")
+        raise ValueError(f"condition drop: condition must be text, media or either, got {condition!r}")
     B, L = tokens.shape
     device = tokens.device
-    dropped = torch.zeros_like(tokens, dtype=torch.bool)
     if p == 0.0 or B == 0:
-        return tokens, dropped
+        return torch.zeros_like(tokens, dtype=torch.bool)
     pair_tasks = [vocab.task(t) for t in ("image_text", "audio_text", "t2i", "i2t", "t2s", "s2t")
                   if t in vocab.spec.tasks]
     is_pair = torch.isin(tokens[:, 0], torch.tensor(pair_tasks, device=device))
-    draw_row = torch.rand(B, generator=generator, device=device) < p
+    chosen = torch.rand(B, generator=generator, device=device) < p
     pick_text = torch.rand(B, generator=generator, device=device) < 0.5
     pos = torch.arange(L, device=device)[None, :]
 
@@ -436,18 +440,27 @@ def drop_condition(tokens: torch.Tensor, p: float, vocab: Vocab, generator: torc
         return torch.where(hit.any(1), hit.int().argmax(1), torch.full((B,), -1, device=device))
 
     bos_t, eos_t = first([vocab.bos("text")]), first([vocab.eos("text")])
-    media = [m for m in ("image", "audio")]
-    bos_m, eos_m = first([vocab.bos(m) for m in media]), first([vocab.eos(m) for m in media])
+    bos_m = first([vocab.bos("image"), vocab.bos("audio")])
+    eos_m = first([vocab.eos("image"), vocab.eos("audio")])
     text_span = (pos > bos_t[:, None]) & (pos < eos_t[:, None])
     media_span = (pos > bos_m[:, None]) & (pos < eos_m[:, None])
-    valid = is_pair & draw_row & (bos_t >= 0) & (eos_t > bos_t) & (bos_m >= 0) & (eos_m > bos_m)
+    valid = is_pair & chosen & (bos_t >= 0) & (eos_t > bos_t) & (bos_m >= 0) & (eos_m > bos_m)
     if condition == "text":
         span = text_span
     elif condition == "media":
         span = media_span
     else:
         span = torch.where(pick_text[:, None], text_span, media_span)
-    dropped = span & valid[:, None]
+    return span & valid[:, None]
+
+
+def drop_condition(tokens: torch.Tensor, p: float, vocab: Vocab, generator: torch.Generator | None = None,
+                   condition: str = "text") -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the condition segment of pair rows by MASK with probability p per row.
+
+    Returns (new tokens, dropped [B, L] bool); see `condition_drop_mask` for the rules and for
+    how the trainer should combine it with the forward process."""
+    dropped = condition_drop_mask(tokens, p, vocab, generator, condition)
     return unconditional_tokens(vocab, tokens, dropped), dropped
 
 

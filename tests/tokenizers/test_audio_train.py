@@ -28,7 +28,7 @@ def clips() -> list[np.ndarray]:
 
 def cfg(steps: int, **kw) -> AudioTrainConfig:
     return AudioTrainConfig(model=TINY, steps=steps, batch_size=3, segment_seconds=0.2, log_every=1,
-                            checkpoint_every=4, export_n_q=2, **kw)
+                            checkpoint_every=3, export_n_q=2, **kw)
 
 
 def log_lines(out: Path) -> list[dict]:
@@ -37,16 +37,16 @@ def log_lines(out: Path) -> list[dict]:
 
 def test_training_improves_and_resume_is_exact(tmp_path: Path):
     data = clips()
-    straight = train_audio_tokenizer(cfg(8), str(tmp_path / "a"), progress=False, clips=data)
+    straight = train_audio_tokenizer(cfg(6), str(tmp_path / "a"), progress=False, clips=data)
     log_a = log_lines(tmp_path / "a")
-    assert [e["step"] for e in log_a] == list(range(1, 9))
+    assert [e["step"] for e in log_a] == list(range(1, 7))
     assert log_a[-1]["loss/mel"] < log_a[0]["loss/mel"]
 
-    train_audio_tokenizer(cfg(4), str(tmp_path / "b"), progress=False, clips=data)
+    train_audio_tokenizer(cfg(3), str(tmp_path / "b"), progress=False, clips=data)
     # a killed run may have logged past its last checkpoint; resume must drop those lines
     with (tmp_path / "b" / "log.jsonl").open("a") as f:
-        f.write(json.dumps({"step": 5, "loss": -1.0}) + "\n")
-    resumed = train_audio_tokenizer(cfg(8), str(tmp_path / "b"), progress=False, clips=data)
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+    resumed = train_audio_tokenizer(cfg(6), str(tmp_path / "b"), progress=False, clips=data)
     for (k, v), (k2, v2) in zip(straight.model.state_dict().items(), resumed.model.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
     assert straight.hash == resumed.hash
@@ -56,7 +56,7 @@ def test_training_improves_and_resume_is_exact(tmp_path: Path):
     exported = AudioTokenizer.load(str(tmp_path / "a" / "tokenizer.safetensors"))
     assert exported.hash == straight.hash and exported.n_q == 2
     state = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 8
+    assert state["step"] == 6
 
 
 def test_adversarial_step_runs(tmp_path: Path):

@@ -277,7 +277,7 @@ def train_audio_tokenizer(cfg: AudioTrainConfig, out: str, resume: bool = True,
                      "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0],
                      "seconds": round(time.perf_counter() - t0, 3)}
             if disc is not None:
-                entry["loss/discriminator"] = float(d_loss)
+                entry["loss/discriminator"] = float(d_loss.detach())
             with log_path.open("a") as f:
                 f.write(json.dumps(entry) + "\n")
             bar.set_postfix(mel=f"{entry['loss/mel']:.3f}")

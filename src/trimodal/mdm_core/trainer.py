@@ -213,7 +213,7 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
     data_iter = iter(data)
     pending: list[torch.Tensor] = []  # per-step losses, read back at log time (no per-step sync)
     stats: dict[str, torch.Tensor] = {}
-    tokens_seen, t_last = 0, time.perf_counter()
+    tokens_seen, data_s, t_last = 0, 0.0, time.perf_counter()
     bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (cfg.progress and env.is_main),
                desc="train", unit="step")
     model.train()
@@ -221,12 +221,14 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
         set_lr(optimizer, lr_factor(step, optim_cfg, cfg.max_steps))
         step_loss = torch.zeros((), device=device)
         for k in range(cfg.grad_accum):
+            t_data = time.perf_counter()
             try:
                 batch = next(data_iter)
             except StopIteration:
                 raise RuntimeError(f"training data ran out at step {step}; use a looping reader "
                                    "or fewer max_steps") from None
             tokens = _to_device(batch_tokens(batch), device)
+            data_s += time.perf_counter() - t_data
             micro = k * env.world_size + env.rank
             gen = torch.Generator(device=device).manual_seed(mask_seed(cfg.seed, step, micro))
             mb = forward_process(tokens, tables, schedule, cfg.masking.t_eps, gen, cfg.masking.anti_masking)
@@ -259,9 +261,13 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
             stats = {}
             now = time.perf_counter()
             tok_s = tokens_seen * env.world_size / max(now - t_last, 1e-9)
-            tokens_seen, t_last = 0, now
+            # Share of wall time spent waiting for batches (fetch + host->device copy): the
+            # data-path overhead, measured in the run itself.
+            data_frac = data_s / max(now - t_last, 1e-9)
+            tokens_seen, data_s, t_last = 0, 0.0, now
             record = {"step": done, "loss": result.losses[-1], "lr": optimizer.param_groups[0]["lr"],
-                      "grad_norm": float(grad_norm), "tokens_per_s": tok_s, **figures}
+                      "grad_norm": float(grad_norm), "tokens_per_s": tok_s, "data_frac": data_frac,
+                      **figures}
             if not math.isfinite(record["loss"]):
                 log.warning("step %d: non-finite loss %s", done, record["loss"])
             if env.is_main:

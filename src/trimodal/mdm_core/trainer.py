@@ -13,6 +13,7 @@ single process accumulating W micro-batches, draw identical masks.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import logging
 import math
@@ -192,8 +193,13 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
     if cfg.compile:
         model = torch.compile(model)
     if env.world_size > 1:
+        # Buffers (RoPE tables, logit bias) are derived from the config and equal on every
+        # rank: no need to broadcast them each forward. torch >= 2.13 renamed the switch.
+        no_sync_buffers = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                           else {"broadcast_buffers": False})
         model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                    broadcast_buffers=False)
+                    **no_sync_buffers)
     autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
 
     def save(step: int) -> None:

@@ -87,6 +87,8 @@ def test_one_real_point_trains_and_resumes(tmp_path, data):
     assert len(res["curve"]) == 2 and res["curve"][-1]["step"] == res["steps"]
     for m in ("eval/elbo", "eval/elbo/text", "eval/elbo/image", "eval/elbo/audio"):
         assert math.isfinite(res["final"][m]) and res["final"][m] > 0
+    run_dir = result_path(tmp_path, points[0]).parent / "run"
+    assert (run_dir / "metrics.jsonl").exists() and not list(run_dir.glob("step_*"))  # checkpoints dropped
     again = run_sweep(points, tmp_path, trainer, rank=0, world_size=1, progress=False)
     assert again.ran == [] and again.done_before == [points[0].name]
 

@@ -40,6 +40,8 @@ class CriticalBatch:
         return {**{k: v for k, v in self.group.items()}, "best_batch": self.best_batch,
                 "best_loss": self.best_loss, "critical_batch": self.critical,
                 "censored": ">= (no degradation seen)" if self.censored else "",
+                "note": "best at the smallest batch tested: Bc may lie below the grid"
+                if self.best_batch == min(self.batches) and self.critical == self.best_batch else "",
                 "crossing": self.crossing if self.crossing is not None else math.nan}
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -168,12 +169,15 @@ def fit_scaling_law(N, D, L, huber_delta: float = 1e-3, starts: list[np.ndarray]
     cands.sort(key=lambda x0: _huber(_residuals(x0, cN, cD, logL), huber_delta))
     for x0 in cands[:refine]:
         try:
-            # Plain least squares first (Gauss-Newton converges in a few steps), then Huber
-            # from there (alone, Huber's tiny delta makes trf crawl).
-            sol = least_squares(_residuals, x0, jac=_jacobian, args=(cN, cD, logL),
-                                bounds=(lo, hi), method="trf", max_nfev=500)
-            sol = least_squares(_residuals, sol.x, jac=_jacobian, args=(cN, cD, logL), loss="huber",
-                                f_scale=huber_delta, bounds=(lo, hi), method="trf", max_nfev=500)
+            with warnings.catch_warnings():
+                # Far starts overflow inside scipy's trust region on the way; results are checked.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                # Plain least squares first (Gauss-Newton converges in a few steps), then Huber
+                # from there (alone, Huber's tiny delta makes trf crawl).
+                sol = least_squares(_residuals, x0, jac=_jacobian, args=(cN, cD, logL),
+                                    bounds=(lo, hi), method="trf", max_nfev=500)
+                sol = least_squares(_residuals, sol.x, jac=_jacobian, args=(cN, cD, logL), loss="huber",
+                                    f_scale=huber_delta, bounds=(lo, hi), method="trf", max_nfev=500)
         except (ValueError, FloatingPointError):
             continue
         if np.all(np.isfinite(sol.x)) and (best is None or sol.cost < best.cost):

@@ -5,7 +5,8 @@ mixing ratios, batch size with/without the SDE rule, ...). A block is a Cartesia
 axes over dotted settings. A setting is either a `TrainConfig` field (`model.d_model`,
 `masking.schedule`, `data.batch_size`, `sde.enabled`, ...) or one of the study's own keys:
 
-    tokens        token budget D (data tokens = steps x sequences per step x L); sets max_steps
+    tokens        token budget (forward rows x L per step x steps; sets max_steps); the table's
+                  D counts unique data tokens, half of it under anti-masking
     mix.<task>    mixing weight of the text / image_text / audio_text pool
     warmup_frac   warmup as a fraction of the run (default 0.1)
 
@@ -28,6 +29,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -284,6 +286,8 @@ class StudyTrainer:
     eval_points: int = 4
     eval_repeats: int = 4
     eval_batch: int = 48
+    #: Keep the final checkpoint of every point (off: tens of MB per point add up).
+    keep_checkpoints: bool = False
 
     def config(self, point: SweepPoint, run_dir: Path):
         from trimodal.config import from_dict
@@ -301,9 +305,11 @@ class StudyTrainer:
         cfg = from_dict(TrainConfig, tree, where=f"point {point.name}")
         seqs = cfg.data.batch_size // (2 if cfg.masking.anti_masking else 1) * cfg.grad_accum
         if "tokens" in study:
+            # The budget counts forward rows (compute): with anti-masking the same steps see
+            # half as many unique sequences, which is the paper's "no extra compute" comparison.
             tokens = float(study["tokens"])
             require(tokens > 0, f"point {point.name}: tokens must be > 0")
-            cfg.max_steps = max(1, round(tokens / (seqs * L)))
+            cfg.max_steps = max(1, round(tokens / (cfg.data.batch_size * cfg.grad_accum * L)))
         # Evaluations at equal intervals ending exactly at the last step (max_steps rounded).
         every = max(1, cfg.max_steps // self.eval_points)
         cfg.max_steps = every * max(1, round(cfg.max_steps / every))
@@ -338,6 +344,11 @@ class StudyTrainer:
         del model
         with single_process():
             res = train(cfg, self.data.vocab, data, lambda: iter(chunks))
+        if not self.keep_checkpoints:
+            # The result file is what the sweep keeps; checkpoints only serve a cut-off run.
+            (Path(cfg.out_dir) / "latest").unlink(missing_ok=True)
+            for step_dir in Path(cfg.out_dir).glob("step_*"):
+                shutil.rmtree(step_dir, ignore_errors=True)
         curve = [{**e, "tokens": float(e["step"] * seqs * L)} for e in res.eval]
         final = {k: v for k, v in curve[-1].items() if k.startswith("eval/")} if curve else {}
         tail = res.losses[-max(1, len(res.losses) // 10):]

@@ -669,13 +669,15 @@ def _spectrogram_figure(ex: Example):
     import matplotlib.pyplot as plt
 
     clips = [("original", ex.original)] + list(ex.reconstructions.items())
-    fig, axes = plt.subplots(1, len(clips), figsize=(3.0 * len(clips), 2.4), sharey=True, squeeze=False)
+    # Small panels: a spectrogram of noisy audio compresses badly, and the page must stay small.
+    fig, axes = plt.subplots(1, len(clips), figsize=(2.2 * len(clips), 1.8), sharey=True, squeeze=False)
     vmax = None
     for ax, (title, wave) in zip(axes[0], clips):
         wave = np.asarray(wave, dtype=np.float64).reshape(-1)
-        nfft = 512 if wave.size >= 512 else max(16, 2 ** int(math.log2(max(wave.size, 16))))
-        spec, _, _, img = ax.specgram(wave + 1e-9, NFFT=nfft, Fs=ex.sample_rate, noverlap=nfft * 3 // 4,
-                                      cmap="magma", scale="dB")
+        nfft = 256 if wave.size >= 256 else max(16, 2 ** int(math.log2(max(wave.size, 16))))
+        with np.errstate(divide="ignore"):  # exact silence (decoder padding) is -inf dB
+            spec, _, _, img = ax.specgram(wave, NFFT=nfft, Fs=ex.sample_rate, noverlap=nfft // 2,
+                                          cmap="magma", scale="dB")
         if vmax is None:  # the original sets the colour scale, so the panels compare
             vmax = float(10 * np.log10(np.max(spec) + 1e-20))
         img.set_clim(vmax - 80, vmax)

@@ -4,7 +4,7 @@ Trains `cpu_preset(kind)` for each kind on rendered demo scenes (the demo corpus
 the figures apply to `make demo`), then measures held-out PSNR of encode -> decode, code usage
 and wall time. Writes a side-by-side PNG (top row: input, then one row per variant).
 
-    python benchmarks/image_tokenizer_train.py [--steps 600] [--kinds fsq lfq movq] [--threads 1]
+    python benchmarks/image_tokenizer_train.py [--steps 1200] [--kinds fsq lfq movq] [--threads 1]
 
 Prints JSON and a markdown table; writes benchmarks/results/image_tokenizer_train.json and
 docs/image_tokenizer_recon.png.
@@ -38,7 +38,7 @@ def scenes(n: int, size: int, seed: int) -> list[Image.Image]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--kinds", nargs="+", default=["fsq", "lfq", "movq"])
     ap.add_argument("--images", type=int, default=600, help="training images (the demo corpus has 600)")
     ap.add_argument("--image-size", type=int, default=32)

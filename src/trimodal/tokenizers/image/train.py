@@ -141,7 +141,7 @@ def cpu_preset(kind: str = "fsq", image_size: int = 32) -> ImageTrainConfig:
     # a long time; the squared term pulls colour in early.
     return ImageTrainConfig(model=model, loss=LossConfig(l1_weight=1.0, l2_weight=1.0),
                             optim=OptimConfig(lr=3e-3, warmup_steps=30), batch_size=16,
-                            steps=600, log_every=25, ckpt_every=200)
+                            steps=1200, log_every=50, ckpt_every=300)
 
 
 # --- data ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ and clips. Trainings run in `--jobs` worker processes with one torch thread each
 2-core machine, one thread per process is faster than two competing ones).
 
     python benchmarks/recon_demo.py [--work build/recon_demo] [--image-steps 600] \
-        [--dac-steps 400] [--jobs 2] [--examples 3]
+        [--dac-steps 800] [--jobs 2] [--examples 3]
 
 Writes benchmarks/results/recon_demo.json, .md and the HTML page under
 benchmarks/results/recon_demo/. A rerun reuses the corpus and finished trainings in --work.
@@ -75,7 +75,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default=str(ROOT / "build" / "recon_demo"), help="corpus + trainings")
     ap.add_argument("--image-steps", type=int, default=600)
-    ap.add_argument("--dac-steps", type=int, default=400)
+    ap.add_argument("--dac-steps", type=int, default=800)
     ap.add_argument("--jobs", type=int, default=2, help="training processes (1 torch thread each)")
     ap.add_argument("--examples", type=int, default=3, help="items per modality on the HTML page")
     ap.add_argument("--fid", action=argparse.BooleanOptionalAction, default=None)

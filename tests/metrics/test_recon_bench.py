@@ -208,3 +208,21 @@ def test_fid_is_computed_with_provenance_when_weights_are_installed(assets):
     assert fid["extractor"]["feature_dim"] == 2048 and fid["extractor"]["weights_sha256"]
     md = markdown(res)
     assert f"FID over n = {N_GOOD} image pairs" in md and "noisy" in md
+
+
+def test_codecs_at_different_sample_rates_share_one_page(assets, tmp_path):
+    import dataclasses
+
+    from trimodal.metrics.recon import write_html
+
+    AudioTokenizer.from_config(dataclasses.replace(TINY_DAC, sample_rate=8000), seed=1).save(str(tmp_path / "8k.safetensors"))
+    cfg = ReconBenchConfig(tokenizers=[TokenizerSpec("audio", str(assets["dac_st"]), n_q=1, label="16k"),
+                                       TokenizerSpec("audio", str(tmp_path / "8k.safetensors"), n_q=1, label="8k")],
+                           data=[str(assets["audio"])], limit=2, progress=False, examples=1)
+    res = run_recon_bench(cfg)
+    assert [r.config["sample_rate"] for r in res.rows] == [16000, 8000]
+    assert res.rows[1].rates["tokens_per_second"] == pytest.approx(8000 / 320)
+    (ex,) = res.examples
+    assert ex.sample_rate == 16000 and set(ex.reconstructions) == {"16k", "8k"}
+    assert abs(len(ex.reconstructions["8k"]) - len(ex.original)) <= 2  # shown at the page's rate
+    assert write_html(res, tmp_path / "page").read_text().count("<audio") == 3

@@ -342,7 +342,10 @@ def _bench_image(spec: TokenizerSpec, label: str, tok: Any, files: list[tuple[st
         return preprocess(load_image(str(path), where=str(path)), size, policy)
 
     def encode(xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return list(tok.encode_tensor(torch.stack(xs).to(device)))
+        batch = torch.stack(xs)
+        if device.type == "cuda":
+            batch = batch.pin_memory()
+        return list(tok.encode_tensor(batch.to(device, non_blocking=True)))
 
     def decode(ids: list[torch.Tensor]) -> list[torch.Tensor]:
         return list(tok.decode_tensor(torch.stack(ids)))
@@ -553,6 +556,10 @@ def run_recon_bench(cfg: ReconBenchConfig) -> ReconBenchResult:
         sr = tok.sample_rate if spec.modality == "audio" else 0
         for key, (original, recon) in kept.items():
             ex = examples.setdefault((spec.modality, key), Example(key, spec.modality, original, sr))
+            if sr and sr != ex.sample_rate:  # codecs at other rates: shown at the page's rate
+                from trimodal.metrics.audio import resample
+
+                recon = resample(np.asarray(recon, np.float64), sr, ex.sample_rate).astype(np.float32)
             ex.reconstructions[label] = recon
         log.info("%s: %d items, %d failed, %s", label, row.n_items, len(row.failures),
                  {k: round(v["mean"], 4) for k, v in row.metrics.items() if v["mean"] is not None})
@@ -681,6 +688,7 @@ def _spectrogram_figure(ex: Example):
         if vmax is None:  # the original sets the colour scale, so the panels compare
             vmax = float(10 * np.log10(np.max(spec) + 1e-20))
         img.set_clim(vmax - 80, vmax)
+        ax.set_facecolor("black")  # exact digital silence is -inf dB: show it as the floor
         ax.set_title(title, fontsize=8)
         ax.set_xlabel("s", fontsize=7)
         ax.tick_params(labelsize=6)

@@ -672,12 +672,29 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run the whole pipeline on the bundled demo corpus")
+    p = sub.add_parser("demo", help="run the whole pipeline on the bundled demo corpus",
+                       description="corpus -> tokenizers -> jobs -> pack/shards -> MDM -> samples -> "
+                       "reconstruction metrics -> OUT/report/index.html. Finished stages are reused.")
     p.add_argument("--out", default="demo_out", help="output folder (stages are resumable)")
+    p.add_argument("--tiny", action="store_true", help="seconds-long smoke run (what the tests use)")
+    p.add_argument("--config", help="YAML with DemoConfig fields (see trimodal/demo/pipeline.py)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    return _not_built("demo", 10)
+    from trimodal.config import ConfigError, load
+    from trimodal.demo.pipeline import Demo, DemoConfig
+
+    try:
+        cfg = load(args.config, DemoConfig) if args.config else (DemoConfig.tiny() if args.tiny else DemoConfig())
+    except ConfigError as err:
+        print(f"trimodal demo: {err}", file=sys.stderr)
+        return 2
+    if args.threads:
+        cfg.threads = args.threads
+    path = Demo(args.out, cfg).run()
+    print(f"report: {path}")
+    return 0
 
 
 def _add_study(sub: argparse._SubParsersAction) -> None:

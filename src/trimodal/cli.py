@@ -323,6 +323,52 @@ def _run_tokenize(args: argparse.Namespace) -> int:
         return 2
 
 
+# --- vocabulary ------------------------------------------------------------------------
+def _add_vocab(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("vocab", help="build the unified vocabulary (vocab.json) from tokenizers",
+                       description="Disjoint union of the text, image and audio id ranges plus PAD, "
+                       "BOS/EOS/MASK per modality and TASK tokens; `trimodal pack --vocab` reads it.")
+    p.add_argument("--text-tokenizer", required=True, help="SentencePiece model of this run")
+    p.add_argument("--image-tokenizer", default=None, help="image tokenizer folder (omit: no image range)")
+    p.add_argument("--audio-tokenizer", default=None, help="our DAC .safetensors (omit: no audio range)")
+    p.add_argument("--dac-weights", default=None, help="or an upstream DAC .pth")
+    p.add_argument("--n-q", type=int, default=None, help="audio codebooks kept (default: all)")
+    p.add_argument("--audio-shared", action="store_true", help="one id range shared by all codebooks")
+    p.add_argument("--out", required=True, help="vocab.json path (any fsspec URL)")
+
+
+def _run_vocab(args: argparse.Namespace) -> int:
+    from trimodal.packing.vocab import Vocab, VocabError
+    from trimodal.tokenizers.text import TextTokenizer
+
+    try:
+        text = TextTokenizer.load(args.text_tokenizer)
+        hashes = {"text": text.hash}
+        image_size = 0
+        if args.image_tokenizer:
+            from trimodal.tokenizers.image import ImageTokenizer
+
+            image = ImageTokenizer.load(args.image_tokenizer)
+            image_size, hashes["image"] = image.vocab_size, image.hash
+        codebook_size = n_q = 0
+        if args.audio_tokenizer or args.dac_weights:
+            from trimodal.tokenizers.audio import AudioTokenizer
+
+            audio = (AudioTokenizer.load(args.audio_tokenizer) if args.audio_tokenizer
+                     else AudioTokenizer.from_dac_weights(args.dac_weights))
+            if args.n_q:
+                audio = audio.with_n_q(args.n_q)
+            codebook_size, n_q, hashes["audio"] = audio.vocab_size, audio.n_q, audio.hash
+        vocab = Vocab.from_sizes(text.vocab_size, image_size, codebook_size, n_q,
+                                 audio_shared=args.audio_shared, tokenizers=hashes)
+        vocab.save(args.out)
+    except (VocabError, ValueError, FileNotFoundError) as err:
+        print(f"trimodal vocab: {err}", file=sys.stderr)
+        return 2
+    print(repr(vocab))
+    return 0
+
+
 # --- packing ---------------------------------------------------------------------------
 def _add_pack(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pack", help="pack token tables into fixed-length sequences and write shards",
@@ -754,6 +800,7 @@ def _run_study(args: argparse.Namespace) -> int:
 STAGES = {
     "tokenizer": (_add_tokenizer, _run_tokenizer),
     "tokenize": (_add_tokenize, _run_tokenize),
+    "vocab": (_add_vocab, _run_vocab),
     "pack": (_add_pack, _run_pack),
     "shards": (_add_shards, _run_shards),
     "train": (_add_train, _run_train),

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 class DemoConfig:
     corpus: DemoCorpusConfig = field(default_factory=DemoCorpusConfig)
     text_vocab: int = 512
-    image_quantizer: str = "fsq"
+    image_quantizer: str = "movq"
     image_size: int = 32
     image_steps: int = 500
     audio_steps: int = 300

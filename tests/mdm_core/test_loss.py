@@ -15,7 +15,7 @@ def _hand_weight(kind: str, t: float, k: float) -> float:
         return 1.0 / t
     if kind == "poly":
         return k / t
-    return (math.pi / 2) * math.sin(math.pi * t / 2) / (1 - math.cos(math.pi * t / 2))
+    return (math.pi / 2) * math.cos(math.pi * t / 2) / math.sin(math.pi * t / 2)
 
 
 def _example(vocab):

@@ -31,12 +31,14 @@ class MaskSchedule:
 
     def beta(self, t: torch.Tensor) -> torch.Tensor:
         if self.kind == "cosine":
-            return 1.0 - torch.cos(0.5 * math.pi * t)
+            # MD4 / MaskGIT cosine: mask rate sin(pi t / 2) = cos(pi (1 - t) / 2), concave, so
+            # training sees more heavily masked sequences and sampling unmasks few tokens first.
+            return torch.sin(0.5 * math.pi * t)
         return t ** self.k
 
     def dbeta(self, t: torch.Tensor) -> torch.Tensor:
         if self.kind == "cosine":
-            return 0.5 * math.pi * torch.sin(0.5 * math.pi * t)
+            return 0.5 * math.pi * torch.cos(0.5 * math.pi * t)
         return self.k * t ** (self.k - 1.0)
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:

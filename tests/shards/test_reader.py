@@ -15,7 +15,7 @@ from trimodal.packing.vocab import Vocab
 from trimodal.shards import ReaderConfig, ShardDataset, ShardError, Source, make_loader, read_manifest
 from trimodal.shards.reader import slot_slice
 
-from conftest import L, write_set
+from shard_helpers import L, write_set
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from trimodal.packing.vocab import Vocab
 from trimodal.shards import ReaderConfig, ShardDataset, Source, read_manifest
 from trimodal.shards.verify import verify_shards
 
-from conftest import write_set
+from shard_helpers import write_set
 
 
 def test_verify_accepts_a_good_set(text_set, capsys):
@@ -54,7 +54,7 @@ def test_verify_flags_missing_shard_and_leftovers(tmp_path, vocab):
 
 def test_verify_checks_pad_counts_and_ranges(tmp_path, vocab):
     from trimodal.shards.writer import write_shards
-    from conftest import L, make_seq
+    from shard_helpers import L, make_seq
     seq = make_seq(vocab, 0)
     seq.pad_count += 1  # a packer bug: meta disagrees with the tokens
     write_shards([seq], str(tmp_path), vocab, L, "pad")

@@ -16,7 +16,7 @@ import webdataset as wds
 from trimodal.packing.vocab import Vocab
 from trimodal.shards import ShardDataset, ShardError, ShardWriter, WriterConfig, read_manifest, write_shards
 
-from conftest import L, make_seq, write_set
+from shard_helpers import L, make_seq, write_set
 
 
 def _mixed_seqs(vocab, n=23):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import LAW, FakeTrain, fake_sweep
+from study_helpers import LAW, FakeTrain, fake_sweep
 from trimodal.study.sweep import collect, expand, run_study
 
 

@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import FakeTrain, fake_sweep
+from study_helpers import FakeTrain, fake_sweep
 from trimodal.config import ConfigError, load, save
 from trimodal.study.sweep import Block, SweepConfig, collect, expand, result_path, run_sweep
 

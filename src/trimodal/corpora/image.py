@@ -26,7 +26,7 @@ from trimodal.corpora.common import (
     unit_id_from, url_to_fs,
 )
 from trimodal.corpora.samples import ImageText
-from trimodal.jobs.protocol import SkipSample, WorkUnit
+from trimodal.corpora.samples import SkipSample, WorkUnit
 
 log = logging.getLogger(__name__)
 

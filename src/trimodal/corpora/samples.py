@@ -37,3 +37,25 @@ class AudioText:
 
 
 Sample = TextDoc | ImageText | AudioText
+
+
+@dataclass(frozen=True)
+class WorkUnit:
+    """An input shard: the smallest piece of work whose output is written atomically.
+
+    `id` must be stable across runs (it names the output file, which is how reruns skip
+    finished work); `payload` tells the corpus what to read (a tar path, a row range, ...).
+    """
+
+    id: str
+    source: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+class SkipSample(Exception):
+    """Raised for one bad sample; the job counts it under `reason` and goes on."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason

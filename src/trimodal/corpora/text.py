@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trimodal.corpora.samples import TextDoc
-from trimodal.jobs.protocol import SkipSample, WorkUnit
+from trimodal.corpora.samples import SkipSample, WorkUnit
 
 log = logging.getLogger(__name__)
 

@@ -7,33 +7,10 @@ encoder knows how to decode one raw sample on a CPU worker and encode a batch on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Iterator, Protocol
 
-from trimodal.corpora.samples import Sample
+from trimodal.corpora.samples import Sample, SkipSample, WorkUnit  # noqa: F401  (re-exported)
 from trimodal.packing.table import TokenRow
-
-
-@dataclass(frozen=True)
-class WorkUnit:
-    """An input shard: the smallest piece of work whose output is written atomically.
-
-    `id` must be stable across runs (it names the output file, which is how reruns skip
-    finished work); `payload` tells the corpus what to read (a tar path, a row range, ...).
-    """
-
-    id: str
-    source: str
-    payload: dict[str, Any] = field(default_factory=dict)
-
-
-class SkipSample(Exception):
-    """Raised for one bad sample; the job counts it under `reason` and goes on."""
-
-    def __init__(self, key: str, reason: str):
-        super().__init__(f"{key}: {reason}")
-        self.key = key
-        self.reason = reason
 
 
 class Corpus(Protocol):

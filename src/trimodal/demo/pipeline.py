@@ -34,14 +34,14 @@ class DemoConfig:
     image_quantizer: str = "movq"
     image_size: int = 32
     image_steps: int = 500
-    audio_steps: int = 300
+    audio_steps: int = 250
     #: Codebooks of the audio codec used in the MDM's sequences (fewer -> fewer tokens).
     audio_n_q: int = 2
     seq_len: int = 256
     mdm_d_model: int = 192
     mdm_layers: int = 4
     mdm_heads: int = 4
-    mdm_steps: int = 900
+    mdm_steps: int = 650
     mdm_batch: int = 16
     mdm_lr: float = 2e-3
     #: Mixing weights of the text / image-text / audio-text shard sets.

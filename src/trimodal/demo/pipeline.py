@@ -196,7 +196,9 @@ class Demo:
                 "sources": [asdict(s) for s in sources]}
 
     def sample(self) -> dict[str, Any]:
-        from trimodal.corpora.demo import Scene, dominant_colour, render_scene
+        import soundfile as sf
+
+        from trimodal.corpora.demo import COLOURS, dominant_colour, random_scene
         from trimodal.mdm_core.sampler import Sampler, load_model, model_logits_fn
         from trimodal.mdm_core.sampling_config import default_config
 
@@ -210,7 +212,6 @@ class Demo:
         self.samples.mkdir(parents=True, exist_ok=True)
 
         # T2I: captions drawn fresh; does the dominant colour of the image follow the caption?
-        from trimodal.corpora.demo import random_scene
         scenes = [random_scene(rng) for _ in range(self.cfg.n_t2i)]
         captions = [s.caption() for s in scenes]
         grid = image_tok.grid(self.cfg.image_size)
@@ -222,7 +223,6 @@ class Demo:
             got = dominant_colour(img)
             hits += got == scene.colour
             rows.append({"caption": captions[i], "dominant_colour": got, "match": got == scene.colour})
-        from trimodal.corpora.demo import COLOURS
         t2i = {"n": len(scenes), "colour_match_rate": hits / max(1, len(scenes)),
                "chance_rate": 1 / len(COLOURS), "samples": rows}
 
@@ -231,7 +231,6 @@ class Demo:
         texts = [p.read_text() for p in heldout]
         frames = self._typical_frames(audio_tok)
         waves = sampler.t2s(texts, self.cfg.audio_n_q, frames, default_config("audio", {"seed": self.cfg.seed}))
-        import soundfile as sf
         for i, w in enumerate(waves):
             sf.write(self.samples / f"t2s_{i:03d}.wav", np.asarray(w, dtype=np.float32), audio_tok.sample_rate)
 
@@ -248,7 +247,7 @@ class Demo:
         from trimodal.metrics import audio as am
         from trimodal.metrics import image as im
 
-        text_tok, image_tok, audio_tok = self._tokenizers()
+        _, image_tok, audio_tok = self._tokenizers()
         paths = sorted((self.corpus_dir / "images" / "heldout").glob("*.png"))
         originals = [Image.open(p).convert("RGB").resize((self.cfg.image_size,) * 2, Image.BICUBIC) for p in paths]
         with torch.inference_mode():
@@ -269,6 +268,8 @@ class Demo:
                          "tokens_per_image": int(np.prod(ids_np.shape[1:]))}
 
         import soundfile as sf
+
+        self.samples.mkdir(parents=True, exist_ok=True)
         wavs = sorted((self.corpus_dir / "audio" / "heldout").glob("*.wav"))
         clips = [sf.read(p, dtype="float32")[0] for p in wavs]
         rows = []
@@ -284,7 +285,6 @@ class Demo:
             if n_q == self.cfg.audio_n_q:
                 for i, w in enumerate(recon_audio[:4]):
                     sf.write(self.samples / f"recon_audio_{i}.wav", np.asarray(w, np.float32), tok.sample_rate)
-        self.samples.mkdir(parents=True, exist_ok=True)
         for i, (o, r) in enumerate(zip(originals[:8], recon[:8])):
             o.save(self.samples / f"recon_orig_{i}.png")
             r.save(self.samples / f"recon_img_{i}.png")

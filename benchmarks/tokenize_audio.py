@@ -31,12 +31,8 @@ import torch
 from trimodal.corpora.audio import AudioCorpusOptions, decode_audio, open_audio_corpus
 from trimodal.jobs.audio import AudioEncoder
 from trimodal.jobs.runner import JobConfig, resolve_device, run_job
-from trimodal.tokenizers.audio import TINY_PRESET, AudioTokenizer, DACConfig, to_codec_input
+from trimodal.tokenizers.audio import DAC16K_PRESET, TINY_PRESET, AudioTokenizer, to_codec_input
 from trimodal.tokenizers.text import TextTokenizer, TextTokenizerConfig
-
-#: The architecture of the released 16 kHz DAC (its weights cannot be downloaded here).
-DAC16K = DACConfig(sample_rate=16000, encoder_dim=64, encoder_rates=[2, 4, 5, 8], decoder_dim=1536,
-                   decoder_rates=[8, 5, 4, 2], n_codebooks=12, codebook_size=1024, codebook_dim=8)
 
 
 def write_clips(root: Path, n: int, seed: int = 0) -> float:
@@ -86,7 +82,7 @@ def main() -> None:
     args = ap.parse_args()
 
     device = resolve_device(args.device)
-    cfg = TINY_PRESET if args.arch == "tiny" else DAC16K
+    cfg = TINY_PRESET if args.arch == "tiny" else DAC16K_PRESET
     tok = AudioTokenizer.from_config(cfg, n_q=min(args.n_q, cfg.n_codebooks), seed=0)
     tok.autocast_bf16 = args.bf16
     text_tok = TextTokenizer.train([f"clip number {i} says something" for i in range(200)],

@@ -108,6 +108,12 @@ TINY_PRESET = DACConfig(sample_rate=16000, encoder_dim=16, encoder_rates=[2, 4, 
                         decoder_dim=128, decoder_rates=[8, 5, 4, 2], n_codebooks=8,
                         codebook_size=1024, codebook_dim=8)
 
+#: The architecture of the released 16 kHz DAC (descript's `16khz` weights): 12 codebooks at
+#: 50 frames/s. Used to load those weights and to count what encoding costs at full size.
+DAC16K_PRESET = DACConfig(sample_rate=16000, encoder_dim=64, encoder_rates=[2, 4, 5, 8],
+                          decoder_dim=1536, decoder_rates=[8, 5, 4, 2], n_codebooks=12,
+                          codebook_size=1024, codebook_dim=8)
+
 
 # --- safe loading of upstream weight files ---------------------------------------------
 def load_dac_weights(path: str) -> tuple[nn.Module, DACConfig]:

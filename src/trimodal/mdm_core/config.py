@@ -61,10 +61,19 @@ class MaskingConfig:
     #: Whether BOS/EOS of a modality are masked like its codes (EOS carries text length).
     mask_bos: bool = True
     mask_eos: bool = True
+    #: Condition drop for classifier-free guidance: with this probability per pair row, the
+    #: condition segment is shown as MASK and left out of the loss, so the model also learns
+    #: p(media | no text), the sampler's unconditional pass. 0 = off (CFG then means little).
+    cond_drop: float = 0.0
+    #: Which segment is dropped: "text" (guides t2i / t2s), "media" (i2t / s2t) or "either".
+    cond_drop_segment: Literal["text", "media", "either"] = "text"
 
     def __post_init__(self) -> None:
         require(self.exponent > 0, f"masking.exponent must be > 0, got {self.exponent}")
         require(0 < self.t_eps < 0.5, f"masking.t_eps must be in (0, 0.5), got {self.t_eps}")
+        require(0.0 <= self.cond_drop <= 1.0, f"masking.cond_drop must be in [0, 1], got {self.cond_drop}")
+        require(self.cond_drop_segment in ("text", "media", "either"),
+                f"masking.cond_drop_segment must be text, media or either, got {self.cond_drop_segment!r}")
 
 
 @dataclass

@@ -31,10 +31,12 @@ from tqdm import tqdm
 
 from trimodal.config import save as save_config, to_dict
 from trimodal.mdm_core import checkpoint as ckpt
-from trimodal.mdm_core.config import TrainConfig
-from trimodal.mdm_core.loss import TokenTables, add_stats, forward_process, mdm_loss, summarize
+from trimodal.mdm_core.config import MaskingConfig, TrainConfig
+from trimodal.mdm_core.loss import (MaskedBatch, TokenTables, add_stats, forward_process, mdm_loss,
+                                    pair_rows, summarize)
 from trimodal.mdm_core.model import MDMTransformer, modality_logit_bias
 from trimodal.mdm_core.optim import build_optimizer, set_lr
+from trimodal.mdm_core.sampler import condition_drop_mask, unconditional_tokens
 from trimodal.mdm_core.schedules import MaskSchedule, lr_factor
 from trimodal.mdm_core.sde import SDEResolved, resolve_sde
 from trimodal.packing.vocab import Vocab
@@ -145,6 +147,22 @@ def evaluate(model: torch.nn.Module, batches: Iterable[dict], n_batches: int, ta
     return {f"eval/{k}": v for k, v in summarize(_all_reduce_stats(stats, env)).items()}
 
 
+def drop_conditions(mb: MaskedBatch, tokens: torch.Tensor, masking: MaskingConfig, vocab: Vocab,
+                    generator: torch.Generator) -> MaskedBatch:
+    """Hide the condition of some pair rows (CFG training); see `sampler.condition_drop_mask`.
+
+    The rows are chosen on the clean batch (noising may hide the BOS/EOS that delimit the
+    segments); a dropped position is neither shown nor scored."""
+    if masking.cond_drop == 0.0:
+        return mb
+    dropped = condition_drop_mask(tokens, masking.cond_drop, vocab, generator, masking.cond_drop_segment)
+    if masking.anti_masking:
+        dropped = pair_rows(dropped)
+    mb.inputs = unconditional_tokens(vocab, mb.inputs, dropped)
+    mb.masked = mb.masked & ~dropped
+    return mb
+
+
 def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
           eval_data: Callable[[], Iterable[dict]] | None = None) -> TrainResult:
     env = dist_env()
@@ -238,6 +256,7 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
             micro = k * env.world_size + env.rank
             gen = torch.Generator(device=device).manual_seed(mask_seed(cfg.seed, step, micro))
             mb = forward_process(tokens, tables, schedule, cfg.masking.t_eps, gen, cfg.masking.anti_masking)
+            mb = drop_conditions(mb, tokens, cfg.masking, vocab, gen)
             last = k == cfg.grad_accum - 1
             sync = contextlib.nullcontext() if (last or env.world_size == 1) else model.no_sync()
             with sync:

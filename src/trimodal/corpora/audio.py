@@ -115,6 +115,10 @@ def _transcript(key: str, value: bytes | str | None) -> str | SkipSample:
             return SkipSample(key, BAD_TRANSCRIPT_ENCODING)
     if not isinstance(value, str):
         return SkipSample(key, BAD_RECORD)
+    try:  # JSON "\udcff" escapes decode to lone surrogates, which no tokenizer accepts
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return SkipSample(key, BAD_TRANSCRIPT_ENCODING)
     value = value.strip()
     return value if value else SkipSample(key, EMPTY_TRANSCRIPT)
 
@@ -302,7 +306,7 @@ class HFAudioCorpus:
             return bytes(cell)
         if not isinstance(cell, dict):
             return SkipSample(key, BAD_RECORD)
-        if cell.get("bytes"):
+        if cell.get("bytes") is not None:  # b"" is an empty file (counted), not a missing one
             return bytes(cell["bytes"])
         path = cell.get("path")
         if not path:

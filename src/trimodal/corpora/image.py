@@ -66,6 +66,10 @@ def _caption_or_skip(key: str, data: bytes | str | None) -> str | SkipSample:
     if data is None:
         return _skip(key, MISSING_CAPTION)
     if isinstance(data, str):
+        try:  # JSON "\udcff" escapes decode to lone surrogates, which no tokenizer accepts
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            return _skip(key, BAD_CAPTION_ENCODING)
         return data.strip()
     try:
         return decode_caption(data)

@@ -49,6 +49,10 @@ def _check_text(key: str, value: object) -> str | SkipSample:
             return SkipSample(key, "invalid utf-8")
     if not isinstance(value, str):
         return SkipSample(key, "text is not a string")
+    try:  # JSON "\udcff" escapes decode to lone surrogates, which no tokenizer accepts
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return SkipSample(key, "invalid utf-8")
     if not value.strip():
         return SkipSample(key, "empty document")
     return value

@@ -148,9 +148,13 @@ def build_study_data(root: str | Path, cfg: StudyDataConfig = StudyDataConfig())
     if cache.exists() and meta.exists():
         info = json.loads(meta.read_text())
         if info.get("config") == asdict(cfg):
-            with np.load(cache, allow_pickle=False) as z:
-                train = {t: z[f"train_{t}"] for t in TASKS}
-                ev = {t: z[f"eval_{t}"] for t in TASKS}
+            try:
+                with np.load(cache, allow_pickle=False) as z:
+                    train = {t: z[f"train_{t}"] for t in TASKS}
+                    ev = {t: z[f"eval_{t}"] for t in TASKS}
+            except (OSError, ValueError, KeyError) as err:
+                raise ValueError(f"{cache}: refused or unreadable study cache ({err}); "
+                                 "delete it to rebuild") from None
             vocab = Vocab.from_json(json.dumps(info["vocab"]), where=str(meta))
             return StudyData(vocab, train, ev, info)
 

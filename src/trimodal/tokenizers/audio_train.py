@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,7 +222,11 @@ def train_audio_tokenizer(cfg: AudioTrainConfig, out: str, resume: bool = True,
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     step = 0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        try:
+            state = torch.load(ckpt_path, map_location=device, weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+            raise ConfigError(f"{ckpt_path}: refused or unreadable checkpoint (loaded with "
+                              f"weights_only=True: {type(err).__name__}: {err})") from None
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

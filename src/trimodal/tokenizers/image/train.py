@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import math
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -312,7 +313,11 @@ def train(cfg: ImageTrainConfig,
     ckpt_path = f"{out_root}/{CHECKPOINT}"
     if resume and fs.exists(ckpt_path):
         with fs.open(ckpt_path, "rb") as f:
-            ckpt = torch.load(f, map_location="cpu", weights_only=True)
+            try:
+                ckpt = torch.load(f, map_location="cpu", weights_only=True)
+            except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
+                raise ConfigError(f"{ckpt_path}: refused or unreadable checkpoint (loaded with "
+                                  f"weights_only=True: {type(err).__name__}: {err})") from None
         if ckpt["config"]["model"] != to_dict(mcfg):
             raise ConfigError(f"{ckpt_path}: checkpoint was made with a different model config; "
                               f"refusing to resume (use another --out)")

@@ -83,3 +83,89 @@ def test_tokenize_job_killed_then_rerun_equals_uninterrupted(job_world, tmp_path
     rank = json.loads((out / "report_rank0.json").read_text())
     assert rank["units_already_done"] == done_before
     assert rank["units_done"] + rank["units_already_done"] == rank["units_assigned"]
+
+
+# --- pack -> shard sets -------------------------------------------------------------------------
+PACK_POINTS = {
+    "trimodal.shards.writer:add_member": ("before",),  # mid-shard (k-th tar member)
+    "trimodal.shards.writer:ShardWriter._finish_shard": ("before", "after"),  # around a shard's rename
+    "trimodal.shards.writer:write_manifest": ("before", "after"),  # between two finished sets
+}
+
+
+def pack_args(world: Path, out: Path) -> list[str]:
+    return ["pack", "--tables", str(world / "tables_a" / "tables"), "--tables", str(world / "tables_b" / "tables"),
+            "--vocab", str(world / "vocab.json"), "--out", str(out), "--length", "32", "--shard-samples", "3"]
+
+
+def manifests(out: Path) -> dict[str, dict]:
+    """Each set's manifest without its creation time and config (they name the run, not the data)."""
+    result = {}
+    for p in sorted(out.rglob("manifest.json")):
+        m = json.loads(p.read_text())
+        result[str(p.relative_to(out))] = {k: v for k, v in m.items() if k not in ("created", "config")}
+    return result
+
+
+@pytest.fixture(scope="module")
+def pack_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pack")
+    write_text_corpus(root / "corpus_a", n_files=3, docs_per_file=8, seed=1)
+    write_text_corpus(root / "corpus_b", n_files=2, docs_per_file=8, seed=2)
+    tok = train_text_tokenizer(root / "text.model")
+    for name in ("a", "b"):
+        assert main(tokenize_args(root / f"corpus_{name}", tok, root / f"tables_{name}", name=name)) == 0
+    assert main(["vocab", "--text-tokenizer", tok, "--out", str(root / "vocab.json")]) == 0
+    with counting(list(PACK_POINTS)) as counts:
+        assert main(pack_args(root, root / "clean")) == 0
+    assert len(manifests(root / "clean")) == 2 and counts["trimodal.shards.writer:ShardWriter._finish_shard"] >= 4
+    return root, dict(counts)
+
+
+@pytest.mark.parametrize("seed", seeds())
+def test_pack_killed_then_rerun_equals_uninterrupted(pack_world, tmp_path, seed):
+    """Documented behaviour: `trimodal pack` is not resumable. The same command rerun works
+    while no set was finished; once one was, it refuses (exit 1, nothing touched) and the rerun
+    needs --overwrite. Either way the result equals an uninterrupted run, byte for byte."""
+    world, counts = pack_world
+    point = pick_kill_point(seed, counts, PACK_POINTS)
+    out = tmp_path / "out"
+    run_killed(point, pack_args(world, out))
+    finished = manifests(out)
+    assert not (out / "sets.json").exists()
+
+    rc = main(pack_args(world, out))
+    if finished:
+        assert rc == 1 and manifests(out) == finished, point
+        assert main(pack_args(world, out) + ["--overwrite"]) == 0
+    else:
+        assert rc == 0, point
+    clean = world / "clean"
+    assert manifests(out) == manifests(clean), point
+    assert shard_samples(out) == shard_samples(clean), point
+    assert sorted(p.relative_to(out) for p in out.rglob("*.tar")) == \
+        sorted(p.relative_to(clean) for p in clean.rglob("*.tar")), point
+    assert json.loads((out / "sets.json").read_text()) == json.loads((clean / "sets.json").read_text())
+    assert temp_files(out) == [], point
+    assert main(["shards", "verify", str(out)]) == 0
+
+
+def test_pack_overwrite_killed_midway_leaves_an_unfinished_set(pack_world, tmp_path):
+    """Killed while --overwrite replaces a set with other data: the set must read as unfinished
+    (no manifest), never as the old manifest over a mix of old and new shards."""
+    from trimodal.shards.manifest import ShardError, read_manifest
+
+    world, _ = pack_world
+    out = tmp_path / "out"
+    shutil.copytree(world / "clean", out)
+    other = ["pack", "--tables", str(world / "tables_a" / "tables"), "--vocab", str(world / "vocab.json"),
+             "--out", str(out), "--length", "32", "--shard-samples", "10", "--overwrite"]
+    run_killed(KillPoint("trimodal.shards.writer:ShardWriter._finish_shard", 2, "after"), other)
+    with pytest.raises(ShardError, match="no manifest"):
+        read_manifest(str(out / "text" / "a"))
+    assert (out / "text" / "b" / "manifest.json").exists()  # not reached: still the old, intact set
+    assert main(["shards", "verify", str(out / "text" / "b")]) == 0
+    assert main(other) == 0
+    names = sorted(p.name for p in (out / "text" / "a").glob("*.tar"))
+    assert names == [s.name for s in read_manifest(str(out / "text" / "a")).shards]  # no stale tars
+    assert main(["shards", "verify", str(out / "text" / "a")]) == 0

@@ -3,7 +3,9 @@
 Every shard is written under a hidden temporary name (`.shard-000003.tar.<id>.tmp`) and
 renamed to `shard-000003.tar` only once complete, so a crash never leaves a partial `.tar`
 that a glob or a reader could pick up. The manifest is written last: a folder without one is
-an unfinished write. On object stores the rename is a copy; correctness over speed.
+an unfinished write, whose shards and temp files the next write of that folder removes first
+(an overwrite removes the old manifest before anything else). On object stores the rename is
+a copy; correctness over speed.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import re
 import tarfile
 import uuid
 from dataclasses import dataclass, field
@@ -99,10 +102,16 @@ class ShardWriter:
         self.config = config or WriterConfig()
         self.run_config = dict(run_config or {})
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
-        if self.fs.exists(self.root + "/" + MANIFEST_NAME) and not self.config.overwrite:
-            raise ShardError(f"{self.url}: already holds a shard set (manifest.json); "
-                             "pass overwrite=True (--overwrite) to replace it")
+        manifest_path = self.root + "/" + MANIFEST_NAME
+        if self.fs.exists(manifest_path):
+            if not self.config.overwrite:
+                raise ShardError(f"{self.url}: already holds a shard set (manifest.json); "
+                                 "pass overwrite=True (--overwrite) to replace it")
+            # The old manifest goes first: should this write die, the folder must read as
+            # unfinished, not as the old set's manifest over a mix of old and new shards.
+            self.fs.rm(manifest_path)
         self.fs.makedirs(self.root, exist_ok=True)
+        self._remove_leftovers()
         self._entries: list[ShardEntry] = []
         self._tasks: dict[str, dict[str, int]] = {}
         self._sources: dict[str, dict[str, int]] = {}
@@ -192,6 +201,22 @@ class ShardWriter:
             self.abort()
 
     # --- shards ---------------------------------------------------------------------------
+    def _remove_leftovers(self) -> None:
+        """Shards and temp files of an earlier write of this set that has no manifest (killed,
+        or being replaced): they belong to no set, and a stock `webdataset` glob over
+        `shard-*.tar` would read stale or doubled samples beside the new ones."""
+        pattern = re.compile(rf"^(\.?{re.escape(self.config.prefix)}-\d+\.tar(\.[0-9a-f]+\.tmp)?"
+                             rf"|{re.escape(MANIFEST_NAME)}\.tmp)$")
+        try:
+            paths = self.fs.ls(self.root, detail=False)
+        except FileNotFoundError:
+            return
+        removed = [p for p in paths if pattern.match(p.rstrip("/").rsplit("/", 1)[-1])]
+        for path in removed:
+            self.fs.rm(path)
+        if removed:
+            log.info("%s: removed %d file(s) of an earlier unfinished or replaced write", self.url, len(removed))
+
     def _open_shard(self) -> _OpenShard:
         name = f"{self.config.prefix}-{len(self._entries):06d}.tar"
         tmp = f"{self.root}/.{name}.{self._run_id}.tmp"

@@ -162,6 +162,7 @@ def test_shard_with_pickled_tokens_npy_is_refused(tmp_path, capsys):
     assert main(["shards", "verify", url]) == 1
     out = capsys.readouterr().out
     assert f"{shard.name}: BAD" in out
+    assert f"sample {bad_key}: tokens.npy does not load" in out and "allow_pickle=False" in out
     assert not marker.exists()
 
 

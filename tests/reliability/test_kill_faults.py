@@ -169,3 +169,77 @@ def test_pack_overwrite_killed_midway_leaves_an_unfinished_set(pack_world, tmp_p
     names = sorted(p.name for p in (out / "text" / "a").glob("*.tar"))
     assert names == [s.name for s in read_manifest(str(out / "text" / "a")).shards]  # no stale tars
     assert main(["shards", "verify", str(out / "text" / "a")]) == 0
+
+
+# --- training -----------------------------------------------------------------------------------
+TRAIN_POINTS = {
+    "trimodal.mdm_core.trainer:mdm_loss": ("before",),  # mid-step (k-th micro-batch or eval batch)
+    "trimodal.mdm_core.checkpoint:_write": ("before", "after"),  # between a checkpoint's files
+    "trimodal.mdm_core.checkpoint:mark_latest": ("before", "after"),  # checkpoint written, not yet `latest`
+}
+TRAIN_COMPARED = ("step", "loss", "lr", "grad_norm", "elbo", "eval/elbo")
+
+
+def train_args(world: Path, run: Path) -> list[str]:
+    cfg = {"model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": 32},
+           "data": {"train": str(world / "clean" / "text" / "a"), "eval": str(world / "clean" / "text" / "b"),
+                    "batch_size": 4, "num_workers": 0},
+           "optim": {"lr": 3e-3, "warmup_steps": 2},
+           "out_dir": str(run), "max_steps": 10, "log_every": 1, "ckpt_every": 3, "eval_every": 5,
+           "eval_batches": 2, "grad_accum": 2, "progress": False, "device": "cpu"}
+    path = run.parent / f"{run.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return ["train", "--config", str(path)]
+
+
+def curve(run: Path) -> list[dict]:
+    return [{k: r[k] for k in TRAIN_COMPARED if k in r} for r in metrics_records(run)]
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    from trimodal.mdm_core.checkpoint import latest_checkpoint, load_model_weights
+
+    return load_model_weights(latest_checkpoint(str(run)))[0]
+
+
+@pytest.fixture(scope="module")
+def train_world(pack_world):
+    world, _ = pack_world
+    with counting(list(TRAIN_POINTS)) as counts:
+        assert main(train_args(world, world / "run_clean")) == 0
+    return world, dict(counts)
+
+
+@pytest.mark.parametrize("seed", seeds())
+def test_train_killed_then_resumed_equals_uninterrupted(train_world, tmp_path, seed):
+    world, counts = train_world
+    point = pick_kill_point(seed, counts, TRAIN_POINTS)
+    run = tmp_path / "run"
+    args = train_args(world, run)
+    run_killed(point, args)
+    assert main(args) == 0
+
+    clean = world / "run_clean"
+    steps = [r["step"] for r in metrics_records(run) if "loss" in r]
+    assert steps == list(range(1, 11)), (point, steps)  # every step logged once, in order
+    assert curve(run) == curve(clean), point  # bitwise: same math on one CPU thread
+    a, b = final_weights(clean), final_weights(run)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), (name, point)
+    assert (run / "latest").read_text().strip() == "step_00000010"
+    assert temp_files(run) == [], point
+
+
+def test_trim_metrics_drops_redone_steps_and_a_cut_line(tmp_path):
+    from trimodal.mdm_core.trainer import trim_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    records = [{"step": s, "loss": 1.0 / s} for s in range(1, 6)] + [{"step": 5, "eval/elbo": 2.0}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 6, "lo')
+    trim_metrics(str(path), 3)
+    assert metrics_records(tmp_path) == records[:3]
+    trim_metrics(str(path), 3)  # nothing to drop: untouched
+    assert metrics_records(tmp_path) == records[:3]
+    trim_metrics(str(path), 0)  # a fresh start keeps nothing
+    assert path.read_text() == ""

@@ -163,6 +163,35 @@ def drop_conditions(mb: MaskedBatch, tokens: torch.Tensor, masking: MaskingConfi
     return mb
 
 
+def trim_metrics(path: str, step: int) -> None:
+    """Keep the metrics records of steps <= `step`, the step training restarts from.
+
+    A run killed after logging steps past its last checkpoint redoes those steps on resume;
+    without this the log would hold them twice (and a line cut by the kill). Rewritten under
+    a temp name and renamed, like a checkpoint.
+    """
+    fs, fs_path = fsspec.core.url_to_fs(path)
+    if not fs.exists(fs_path):
+        return
+    with fs.open(fs_path, "r") as f:
+        lines = f.read().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # cut short by the kill
+        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+            keep.append(line)
+    if len(keep) == len(lines):
+        return
+    with fs.open(fs_path + ".tmp", "w") as f:
+        f.write("".join(line + "\n" for line in keep))
+    fs.mv(fs_path + ".tmp", fs_path)
+    log.info("%s: dropped %d record(s) after step %d (redone from the checkpoint)", path,
+             len(lines) - len(keep), step)
+
+
 def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
           eval_data: Callable[[], Iterable[dict]] | None = None) -> TrainResult:
     env = dist_env()
@@ -206,6 +235,8 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
             data.load_state_dict(state["data"])
         ckpt.set_rng_state({k: v.cpu() for k, v in state["rng"].items()}, device)
         log.info("resumed from %s at step %d", latest, start_step)
+    if env.is_main:
+        trim_metrics(posixpath.join(cfg.out_dir, "metrics.jsonl"), start_step)
 
     raw_model = model
     if cfg.compile:

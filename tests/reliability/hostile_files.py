@@ -13,8 +13,10 @@ so that a reader that changes its mind about an item fails the suite.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
+import os
 import struct
 import tarfile
 import zlib
@@ -80,14 +82,19 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
+@functools.lru_cache(maxsize=4)
 def png_bomb(width: int, height: int) -> bytes:
-    """A valid PNG header claiming width x height greyscale pixels, with ~100 bytes of data.
+    """A complete, valid greyscale PNG of width x height black pixels: a few hundred kB.
 
-    Decoding it would allocate width*height bytes; a reader must refuse it from the header.
+    Zeros compress ~1000:1, so the file is small while decoding it would allocate (and touch)
+    width*height bytes. A reader must refuse it from the header.
     """
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
-            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 100)) + _png_chunk(b"IEND", b""))
+    z = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)  # filter byte + pixels
+    idat = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+            + _png_chunk(b"IEND", b""))
 
 
 def truncated(data: bytes, fraction: float = 0.6) -> bytes:
@@ -135,6 +142,23 @@ def write_tar(path: Path, members: list[Member], cut_at: int | None = None) -> N
     path.write_bytes(data if cut_at is None else data[:cut_at])
 
 
+def add_special_files(folder: Path, stem: str, ext: str, outside: Path) -> list[str]:
+    """Non-regular entries a reader must never open: each would hang or exhaust memory if read.
+
+    `<stem>_zero.<ext>` links to /dev/zero, `<stem>_fifo.<ext>` is a named pipe (opening it
+    blocks forever), `<stem>_dangling.<ext>` points nowhere, `loop` links to its own folder.
+    Also `<stem>_linked.<ext>` links to a regular file outside the corpus (allowed: HF caches
+    and many dataset layouts are symlink farms). Returns the stems that are special files.
+    """
+    specials = [f"{stem}_zero", f"{stem}_fifo", f"{stem}_dangling"]
+    (folder / f"{stem}_zero.{ext}").symlink_to("/dev/zero")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(folder / f"{stem}_fifo.{ext}")
+    (folder / f"{stem}_dangling.{ext}").symlink_to(outside / "does-not-exist")
+    (folder / "loop").symlink_to(".", target_is_directory=True)
+    return specials
+
+
 def _write_parquet(path: Path, columns: dict[str, list], types: dict[str, object],
                    row_group_size: int = 4) -> None:
     import pyarrow as pa
@@ -177,6 +201,10 @@ def text_corpus(root: Path, fmt: str) -> HostileCorpus:
         (c.path / "sub" / "nested.txt").write_bytes(b"a nested document")
         c.keep("sub/nested", "document in a subfolder")
         (c.path / "notes.md").write_bytes(b"not a .txt file")  # ignored, not an item
+        add_special_files(c.path, "special", "txt", root)  # never opened, not items
+        (root / "outside_doc.txt").write_bytes(b"a document that lives outside the corpus")
+        (c.path / "linked.txt").symlink_to(root / "outside_doc.txt")
+        c.keep("linked", "symlink to a regular file outside the folder")
         return c
     c.args = ["--key-field", "key"]
     if fmt == "jsonl":
@@ -246,9 +274,9 @@ def _image_items() -> list[tuple[str, bytes | None, bytes | None, str, str]]:
          "truncated_image"),
         ("trunc_png", truncated(image_bytes(5, "PNG", 64)), b"truncated", "truncated PNG",
          "truncated_image"),
-        ("bomb20k", png_bomb(20000, 20000), b"bomb", "PNG header claiming 20000x20000",
+        ("bomb20k", png_bomb(20000, 20000), b"bomb", "20000x20000 PNG (400 MB of pixels in 400 kB)",
          "image_too_large"),
-        ("bomb9k", png_bomb(9000, 9000), b"bomb", "PNG header claiming 9000x9000 (under PIL's limit)",
+        ("bomb9k", png_bomb(9000, 9000), b"bomb", "9000x9000 PNG (under PIL's own limit)",
          "image_too_large"),
         ("zero", b"", b"zero-length image", "zero-length image file", "empty_image"),
         ("junk", b"this is not an image at all " * 8, b"junk", "text bytes as an image",
@@ -288,6 +316,13 @@ def image_corpus(root: Path, fmt: str) -> HostileCorpus:
         (c.path / "badmeta.json").write_bytes(b"{not json")
         c.keep("badmeta", "broken sidecar .json (metadata ignored)")
         (c.path / "readme.md").write_bytes(b"ignored: not an image or caption")
+        for key in add_special_files(c.path, "special", "png", root):
+            (c.path / f"{key}.txt").write_bytes(b"caption beside a special file")
+            c.skip(key, "caption beside a FIFO / link to /dev/zero / dangling link", "missing_image")
+        (root / "outside.png").write_bytes(image_bytes(20, "PNG"))
+        (c.path / "linked.png").symlink_to(root / "outside.png")
+        (c.path / "linked.txt").write_bytes(b"image reached through a symlink")
+        c.keep("linked", "symlink to a regular image outside the folder")
         return c
     if fmt == "wds":
         members: list[Member] = []
@@ -416,6 +451,9 @@ def audio_corpus(root: Path, fmt: str) -> HostileCorpus:
         (c.path / "wrongext.wav").write_bytes(audio_bytes(0.2, "FLAC", seed=11))
         (c.path / "wrongext.txt").write_bytes(b"flac named wav")
         c.keep("wrongext", "FLAC bytes named .wav")
+        for key in add_special_files(c.path, "special", "wav", root):
+            (c.path / f"{key}.txt").write_bytes(b"transcript beside a special file")
+            c.skip(key, "transcript beside a FIFO / link to /dev/zero / dangling link", "missing_audio")
         return c
     if fmt == "wds":
         members: list[Member] = []

@@ -7,8 +7,10 @@ writing outside its folder. So such members are rejected here, once, for every r
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from typing import IO, Iterator
@@ -51,11 +53,26 @@ def list_files(path: str, extensions: tuple[str, ...] | None = None) -> list[str
     if fs.isfile(root):
         files = [root]
     else:
-        files = sorted(fs.find(root, withdirs=False))
+        files = sorted(p for p, info in fs.find(root, withdirs=False, detail=True).items()
+                       if is_regular_file(p, info))
     if extensions is not None:
         exts = tuple(e.lower() for e in extensions)
         files = [f for f in files if f.lower().endswith(exts)]
     return files
+
+
+def is_regular_file(path: str, info: dict) -> bool:
+    """True for regular files and links to them; False for FIFOs, devices, sockets, link loops.
+
+    A corpus folder is untrusted: a FIFO named `x.wav` would block a reader forever and a link
+    to /dev/zero would fill memory, so only regular files are ever opened.
+    """
+    if info.get("islink"):  # local symlink: fsspec reports type "other"; follow it ourselves
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except OSError:  # dangling link or a loop
+            return False
+    return info.get("type") == "file"
 
 
 def split_key(name: str) -> tuple[str, str]:

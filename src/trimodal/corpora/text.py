@@ -21,6 +21,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from trimodal.corpora.common import is_regular_file
 from trimodal.corpora.samples import TextDoc
 from trimodal.corpora.samples import SkipSample, WorkUnit
 
@@ -66,7 +67,8 @@ def _list_files(root: str, suffixes: tuple[str, ...]) -> tuple[fsspec.AbstractFi
     if fs.isfile(base):
         parent = base.rsplit("/", 1)[0] if "/" in base else ""
         return fs, parent, [base]
-    files = sorted(p for p in fs.find(base) if p.endswith(suffixes))
+    files = sorted(p for p, info in fs.find(base, detail=True).items()
+                   if p.endswith(suffixes) and is_regular_file(p, info))
     if not files:
         raise CorpusError(f"{root}: no files ending in {list(suffixes)}")
     return fs, base, files

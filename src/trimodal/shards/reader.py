@@ -24,19 +24,24 @@ Design (the why is in docs/shards.md, "Exact resume"):
 
 from __future__ import annotations
 
+import json
 import logging
+import mmap
+import os
 import posixpath
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import fsspec
 import numpy as np
+from fsspec.implementations.local import LocalFileSystem
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trimodal.packing.vocab import Vocab
 from trimodal.shards.manifest import Manifest, ShardError, read_manifest
-from trimodal.shards.tario import TarCorrupt, TokenDecoder, decode_meta, iter_samples
+from trimodal.shards.tario import SampleRef, TokenDecoder, decode_meta, index_shard
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ STATE_VERSION = 1
 _DRAW_CHUNK = 4096
 #: Per shard, how many bad-sample warnings are logged before the rest are only counted.
 _MAX_SAMPLE_WARNINGS = 3
+#: How long a worker waits for a free shared batch slot before giving up (never, normally).
+_RING_WAIT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -81,17 +88,98 @@ class ReaderConfig:
             raise ShardError(f"ReaderConfig: rank {self.rank} not in [0, {self.world_size})")
 
 
+class JsonRows(Sequence):
+    """meta.json of a batch's rows, decoded on first access.
+
+    The trainer reads only the tokens, so parsing every sample's JSON in the worker (and
+    pickling the dicts to the main process) would be spent for nothing: rows travel as one
+    bytes blob and are decoded when someone indexes them.
+    """
+
+    def __init__(self, blob: bytes, ends: Sequence[int]):
+        self._blob = blob
+        self._ends = list(ends)
+        self._cache: dict[int, dict] = {}
+
+    @classmethod
+    def of(cls, parts: Sequence[bytes]) -> "JsonRows":
+        ends, total = [], 0
+        for p in parts:
+            total += len(p)
+            ends.append(total)
+        return cls(b"".join(parts), ends)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self._ends):
+            raise IndexError(i)
+        row = self._cache.get(i)
+        if row is None:
+            lo = self._ends[i - 1] if i else 0
+            row = self._cache[i] = json.loads(self._blob[lo:self._ends[i]])
+        return row
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return f"JsonRows({len(self)} rows)"
+
+    def __getstate__(self) -> dict:
+        return {"_blob": self._blob, "_ends": self._ends, "_cache": {}}
+
+
+class TaskRows(Sequence):
+    """Each row's meta["task"], read through a JsonRows only when asked for."""
+
+    def __init__(self, meta: JsonRows):
+        self._meta = meta
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._meta[i].get("task", "")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+    def __repr__(self) -> str:
+        return repr(list(self))
+
+
 class ShardSample:
-    """One decoded sample; `state` is its worker's resume state right after it."""
+    """One sample; `state` is its worker's resume state right after it. meta decodes lazily."""
 
-    __slots__ = ("key", "tokens", "meta", "source", "state")
+    __slots__ = ("key", "tokens", "_meta", "_meta_bytes", "source", "state")
 
-    def __init__(self, key: str, tokens: np.ndarray, meta: dict, source: str):
+    def __init__(self, key: str, tokens: np.ndarray, meta: dict | None, source: str,
+                 meta_bytes: bytes = b""):
         self.key = key
         self.tokens = tokens
-        self.meta = meta
+        self._meta = meta
+        self._meta_bytes = meta_bytes
         self.source = source
         self.state: tuple | None = None
+
+    @property
+    def meta(self) -> dict:
+        if self._meta is None:
+            self._meta = decode_meta(self._meta_bytes)
+        return self._meta
+
+    @classmethod
+    def from_ref(cls, ref: SampleRef, length: int, source: str) -> "ShardSample":
+        arr, start, buf, mlo, mhi, key = ref
+        return cls(key, arr[start:start + length], None, source, bytes(buf[mlo:mhi]))
 
 
 # --- one source, one slot -----------------------------------------------------------------
@@ -118,8 +206,30 @@ def slot_slice(manifest: Manifest, source_index: int, seed: int, epoch: int, shu
     return out
 
 
+def _open_shard(url: str):
+    """The whole shard as bytes, or as a read-only mmap for local files (no copy, no decode).
+
+    Shards are immutable once written (the writer renames complete files into place), so
+    mapping them is safe; remote filesystems get one read of the whole object.
+    """
+    fs, path = fsspec.core.url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                return b""
+            flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+            return mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
 class _SliceReader:
-    """Reads a slot's slice sequentially; a missing/corrupt sample reads as None."""
+    """Serves a slot's slice by position; a missing/corrupt sample reads as None.
+
+    Each shard is read whole and indexed once (tario.index_shard); the last one stays cached,
+    since windows run through the slice in order.
+    """
 
     def __init__(self, manifest: Manifest, segments: list[tuple[int, int, int]], name: str,
                  decoder: TokenDecoder):
@@ -127,62 +237,49 @@ class _SliceReader:
         self.segments = segments
         self.name = name
         self.decoder = decoder
-        self._header = decoder.header
-        self._pos = 0  # next slice position the open iterator would give
-        self._it: Iterator[ShardSample | None] | None = None
+        self._cached: tuple[int, list[SampleRef | None]] | None = None
 
-    def read(self, start: int, stop: int) -> list[ShardSample | None]:
-        if self._it is None or self._pos != start:
-            self._it = self._iter_from(start)
-            self._pos = start
-        out = [next(self._it) for _ in range(stop - start)]
-        self._pos = stop
-        return out
-
-    def _iter_from(self, start: int) -> Iterator[ShardSample | None]:
+    def read(self, start: int, stop: int) -> list[SampleRef | None]:
+        out: list[SampleRef | None] = []
         base = 0
         for shard_idx, first, count in self.segments:
-            if start < base + count:
-                skip = max(0, start - base)
-                yield from self._read_shard(shard_idx, first + skip, count - skip)
+            lo, hi = max(start, base), min(stop, base + count)
+            if lo < hi:
+                samples = self._shard(shard_idx, first, count)
+                a = first + lo - base
+                out += samples[a:a + hi - lo]
             base += count
-        while True:  # callers never read past the slice; this keeps next() total
-            yield None
+            if base >= stop:
+                break
+        return out
 
-    def _read_shard(self, shard_idx: int, first: int, count: int) -> Iterator[ShardSample | None]:
-        entry = self.manifest.shards[shard_idx]
-        url = self.manifest.shard_url(entry)
-        given = warned = 0
+    def _shard(self, shard_idx: int, first: int, count: int) -> list[SampleRef | None]:
+        """The shard's samples [0, first + count), None where bad or missing."""
+        if self._cached is not None and self._cached[0] == shard_idx:
+            return self._cached[1]
+        need = first + count
+        url = self.manifest.shard_url(self.manifest.shards[shard_idx])
         try:
-            with fsspec.open(url, "rb") as f:
-                for i, (key, fields) in enumerate(iter_samples(f, url)):
-                    if i < first:
-                        continue
-                    if given == count:
-                        return
-                    sample, error = self._decode(key, fields)
-                    if error and warned < _MAX_SAMPLE_WARNINGS:
-                        warned += 1
-                        log.warning("%s: sample %s skipped: %s", url, key, error)
-                    given += 1
-                    yield sample
-            if given < count:
-                log.warning("%s: holds fewer samples than its manifest says; %d skipped",
-                            url, count - given)
-        except (OSError, TarCorrupt) as err:
-            log.warning("%s: unreadable (%s); %d sample(s) skipped", url, err, count - given)
-        for _ in range(count - given):
-            yield None
-
-    def _decode(self, key: str, fields: dict[str, bytes]) -> tuple[ShardSample | None, str]:
-        try:
-            tokens = self.decoder.decode(fields["tokens.npy"], self._header)
-            meta = decode_meta(fields["meta.json"])
-        except KeyError as err:
-            return None, f"missing field {err}"
-        except ValueError as err:
-            return None, str(err)
-        return ShardSample(key, tokens, meta, self.name), ""
+            index = index_shard(_open_shard(url), url, self.decoder)
+        except OSError as err:
+            log.warning("%s: unreadable (%s); %d sample(s) skipped", url, err, count)
+            samples: list[SampleRef | None] = [None] * need
+        else:
+            samples = index.samples[:need]
+            bad = [i for i in index.errors if first <= i < need]
+            for i in bad[:_MAX_SAMPLE_WARNINGS]:
+                key = samples[i - 1][5] + "+1" if i and samples[i - 1] else f"#{i}"
+                log.warning("%s: sample %s skipped: %s", url, key, index.errors[i])
+            if len(samples) < need:
+                if index.damage:
+                    log.warning("%s: unreadable (%s); %d sample(s) skipped", url, index.damage,
+                                need - max(first, len(samples)))
+                else:
+                    log.warning("%s: holds fewer samples than its manifest says; %d skipped",
+                                url, need - max(first, len(samples)))
+                samples = samples + [None] * (need - len(samples))
+        self._cached = (shard_idx, samples)
+        return samples
 
 
 class _SourceStream:
@@ -196,7 +293,8 @@ class _SourceStream:
         #: Nothing more to give this slot (epoch mode: slice done; infinite: unreadable).
         #: Part of the state, because whether a draw can land on it decides the mix.
         self.dead = dead
-        self._window: tuple[int, list[ShardSample | None]] | None = None
+        self._items: list[SampleRef | None] = []
+        self._wstart = self._wstop = 0  # slice positions the window covers
         self._plan_epoch()
 
     def _plan_epoch(self) -> None:
@@ -206,14 +304,24 @@ class _SourceStream:
         self.length = sum(c for _, _, c in segments)
         self.reader = _SliceReader(ds.manifests[self.index], segments, ds.names[self.index],
                                    ds.decoder)
-        self._window = None
+        self._items, self._wstart, self._wstop = [], 0, 0
 
-    def next(self) -> ShardSample | None:
-        """The next sample, or None when this source has nothing more for this slot."""
+    def _load_window(self) -> None:
         B = self.ds.config.shuffle_buffer
+        j = self.pos // B
+        start, stop = j * B, min(self.length, (j + 1) * B)
+        items = self.reader.read(start, stop)
+        if self.ds.config.shuffle and len(items) > 1:
+            perm = _rng(self.ds.config.seed, self.index, self.epoch, self.slot, j, 0x51).permutation(len(items))
+            items = [items[p] for p in perm.tolist()]
+        self._items, self._wstart, self._wstop = items, start, stop
+
+    def next(self) -> SampleRef | None:
+        """The next sample, or None when this source has nothing more for this slot."""
         empty_epochs = 0
         while True:
-            if self.pos >= self.length:
+            pos = self.pos
+            if pos >= self.length:
                 if not self.ds.config.infinite or self.length == 0 or empty_epochs >= 1:
                     if self.ds.config.infinite:
                         log.error("source %s has no readable samples for slot %d; dropped from the mix",
@@ -224,20 +332,71 @@ class _SourceStream:
                 self.pos = 0
                 empty_epochs += 1
                 self._plan_epoch()
-            j = self.pos // B
-            if self._window is None or self._window[0] != j:
-                start, stop = j * B, min(self.length, (j + 1) * B)
-                items = self.reader.read(start, stop)
-                if self.ds.config.shuffle and len(items) > 1:
-                    perm = _rng(self.ds.config.seed, self.index, self.epoch, self.slot, j, 0x51).permutation(len(items))
-                    items = [items[int(p)] for p in perm]
-                self._window = (j, items)
-            sample = self._window[1][self.pos - j * B]
-            self.pos += 1
-            if sample is None:
+                continue
+            if not self._wstart <= pos < self._wstop:
+                self._load_window()
+            ref = self._items[pos - self._wstart]
+            self.pos = pos + 1
+            if ref is None:
                 self.skipped += 1
                 continue
-            return sample
+            return ref
+
+
+class _Slot:
+    """What one (rank, worker) slot has drawn: source positions and the draw counter.
+
+    `take(n)` runs the mixing draws for up to n samples in one Python loop; the resume state
+    (`state()`) is built only when asked, once per batch, not per sample.
+    """
+
+    def __init__(self, ds: "ShardDataset", logical: int, slot: int, n_slots: int):
+        self.ds, self.logical, self.slot = ds, logical, slot
+        saved = ds.workers.get(logical)
+        positions = saved.sources if saved else [[ds.epoch, 0, 0] for _ in ds.sources]
+        self.streams = [_SourceStream(ds, i, slot, n_slots, e, p, bool(d))
+                        for i, (e, p, d) in enumerate(positions)]
+        self.draws = saved.draws if saved else 0
+        self.skipped0 = saved.skipped if saved else 0
+        self.mix_epoch = 0 if ds.config.infinite else ds.epoch
+        self._active: list[int] | None = None
+        self._chunk = -1
+        self._choices: list[int] = []
+
+    def _choose(self, active: list[int]) -> int:
+        chunk = self.draws // _DRAW_CHUNK
+        if chunk != self._chunk:
+            u = _rng(self.ds.config.seed, self.mix_epoch, self.slot, chunk, 0x313).random(_DRAW_CHUNK)
+            w = np.cumsum(self.ds.weights[active])
+            idx = np.minimum(np.searchsorted(w / w[-1], u, side="right"), len(active) - 1)
+            self._choices = np.asarray(active)[idx].tolist()
+            self._chunk = chunk
+        return self._choices[self.draws % _DRAW_CHUNK]
+
+    def take(self, n: int) -> list[tuple[SampleRef, int]]:
+        """Up to n (sample, source index) pairs; fewer only when every source has run dry."""
+        out: list[tuple[SampleRef, int]] = []
+        streams = self.streams
+        while len(out) < n:
+            active = self._active
+            if active is None:
+                active = self._active = [i for i, s in enumerate(streams) if not s.dead]
+                self._chunk = -1  # the choice table depends on the active set
+            if not active:
+                break
+            choice = active[0] if len(active) == 1 else self._choose(active)
+            self.draws += 1
+            ref = streams[choice].next()
+            if ref is None:
+                self._active = None
+                continue
+            out.append((ref, choice))
+        return out
+
+    def state(self) -> tuple:
+        streams = self.streams
+        return (self.logical, self.draws, tuple((s.epoch, s.pos, int(s.dead)) for s in streams),
+                self.skipped0 + sum(s.skipped for s in streams))
 
 
 # --- the dataset --------------------------------------------------------------------------
@@ -300,7 +459,8 @@ class ShardDataset(IterableDataset):
                    for m in self.manifests)
 
     # --- iteration ------------------------------------------------------------------------
-    def __iter__(self) -> Iterator[ShardSample]:
+    def _open_slot(self) -> tuple[_Slot, bool]:
+        """This process's slot (rank x DataLoader worker), resumed from the recorded state."""
         info = get_worker_info()
         n_workers, worker_id = (1, 0) if info is None else (info.num_workers, info.id)
         if self.num_workers is not None and self.workers and self.num_workers != n_workers:
@@ -308,40 +468,53 @@ class ShardDataset(IterableDataset):
                              f"resume with the same number (got {n_workers})")
         logical = (worker_id + self.next_worker) % n_workers
         rank, world = self.rank_world()
-        slot, n_slots = rank * n_workers + logical, world * n_workers
-        saved = self.workers.get(logical)
-        positions = saved.sources if saved else [[self.epoch, 0, 0] for _ in self.sources]
-        streams = [_SourceStream(self, i, slot, n_slots, e, p, bool(d))
-                   for i, (e, p, d) in enumerate(positions)]
-        draws = saved.draws if saved else 0
-        skipped0 = saved.skipped if saved else 0
-        mix_epoch = 0 if self.config.infinite else self.epoch
-        record_here = info is None and not self._managed
-        chunk_index, uniforms = -1, np.empty(0)
+        slot = _Slot(self, logical, rank * n_workers + logical, world * n_workers)
+        return slot, info is None and not self._managed
+
+    def __iter__(self) -> Iterator[ShardSample]:
+        slot, record_here = self._open_slot()
+        names, length = self.names, self.length
         while True:
-            active = [i for i, s in enumerate(streams) if not s.dead]
-            if not active:
+            got = slot.take(1)
+            if not got:
                 break
-            if len(active) == 1:
-                choice = active[0]
-            else:
-                if draws // _DRAW_CHUNK != chunk_index:
-                    chunk_index = draws // _DRAW_CHUNK
-                    uniforms = _rng(self.config.seed, mix_epoch, slot, chunk_index, 0x313).random(_DRAW_CHUNK)
-                w = np.cumsum(self.weights[active])
-                choice = active[min(int(np.searchsorted(w / w[-1], uniforms[draws % _DRAW_CHUNK], side="right")),
-                                    len(active) - 1)]
-            draws += 1
-            sample = streams[choice].next()
-            if sample is None:
-                continue
-            sample.state = (logical, draws, tuple((s.epoch, s.pos, int(s.dead)) for s in streams),
-                            skipped0 + sum(s.skipped for s in streams))
+            ref, source = got[0]
+            sample = ShardSample.from_ref(ref, length, names[source])
+            sample.state = slot.state()
             if record_here:
                 self.record(sample.state, 1)
             yield sample
         if record_here and not self.config.infinite:
             self.end_epoch()
+
+    def iter_raw_batches(self, batch_size: int, drop_last: bool = False,
+                         ring: "_Ring | None" = None) -> Iterator["RawBatch"]:
+        """Batches made where the samples are read (a DataLoader worker, or the main process).
+
+        Rows are copied once, from the shard buffers into the batch; with a `ring` that batch
+        is a slot of shared memory the main process reads, so nothing but the row info and
+        the state is pickled.
+        """
+        slot, _ = self._open_slot()
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        names, length = self.names, self.length
+        seq = 0
+        while True:
+            got = slot.take(batch_size)
+            if not got or (drop_last and len(got) < batch_size):
+                break
+            if ring is not None:
+                out, where = ring.claim(worker, seq, len(got)), (worker, seq, len(got))
+            else:
+                out, where = np.empty((len(got), length), dtype=np.int32), None
+            for r, ((arr, start, _, _, _, _), _) in enumerate(got):
+                out[r] = arr[start:start + length]
+            meta = JsonRows.of([buf[lo:hi] for (_, _, buf, lo, hi, _), _ in got])
+            yield RawBatch(None if ring is not None else torch.from_numpy(out), TaskRows(meta),
+                           [ref[5] for ref, _ in got], [names[s] for _, s in got], meta,
+                           slot.state(), where)
+            seq += 1
 
     # --- state ----------------------------------------------------------------------------
     def record(self, state: tuple, num_workers: int) -> None:
@@ -404,70 +577,152 @@ class ShardDataset(IterableDataset):
 
 
 # --- batches ------------------------------------------------------------------------------
-@dataclass
 class Batch:
-    tokens: torch.Tensor  # [B, L] int64 global ids
-    modality: torch.Tensor  # [B, L] int64: 0 text, 1 image, 2 audio, -1 PAD/TASK
-    pad_mask: torch.Tensor  # [B, L] bool, True at PAD positions
-    tasks: list[str]
-    keys: list[str]  # shard sample keys (source keys are in meta[i]["keys"])
-    sources: list[str]  # source (shard set) name per row
-    meta: list[dict]
-    state: tuple | None = None  # producing worker's state after the last row
+    """One training batch. `modality` and `pad_mask` are derived from the tokens on first use.
+
+    tokens  [B, L] int64 global ids
+    modality [B, L] int64: 0 text, 1 image, 2 audio, -1 PAD/TASK
+    pad_mask [B, L] bool, True at PAD positions
+    tasks, keys (shard sample keys), sources (shard set name per row), meta (per-row dicts;
+    source keys are in meta[i]["keys"]); state: the producing worker's state after the last row.
+
+    The trainer looks up modalities itself, on the device; deriving them here for every
+    batch cost more than reading the shard did, so it happens only when a consumer asks.
+    """
+
+    def __init__(self, tokens: torch.Tensor, modality: torch.Tensor | None, pad_mask: torch.Tensor | None,
+                 tasks: Sequence[str], keys: list[str], sources: list[str], meta: Sequence[dict],
+                 state: tuple | None = None, *, modality_table: np.ndarray | None = None,
+                 pad_id: int | None = None):
+        if (modality is None or pad_mask is None) and (modality_table is None or pad_id is None):
+            raise ShardError("Batch: give modality and pad_mask, or the modality table and PAD id")
+        self.tokens = tokens
+        self._modality = modality
+        self._pad_mask = pad_mask
+        self._table = modality_table
+        self._pad_id = pad_id
+        self.tasks, self.keys, self.sources, self.meta, self.state = tasks, keys, sources, meta, state
+
+    @property
+    def modality(self) -> torch.Tensor:
+        if self._modality is None:
+            if self.tokens.device.type == "cpu":
+                ids = self.tokens.numpy()
+                self._modality = torch.from_numpy(np.take(self._table, ids).astype(np.int64))
+            else:
+                table = torch.from_numpy(self._table.astype(np.int64)).to(self.tokens.device)
+                self._modality = table[self.tokens]
+        return self._modality
+
+    @property
+    def pad_mask(self) -> torch.Tensor:
+        if self._pad_mask is None:
+            self._pad_mask = self.tokens == self._pad_id
+        return self._pad_mask
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    def _with(self, fn) -> "Batch":
+        return Batch(fn(self.tokens), None if self._modality is None else fn(self._modality),
+                     None if self._pad_mask is None else fn(self._pad_mask), self.tasks, self.keys,
+                     self.sources, self.meta, self.state, modality_table=self._table, pad_id=self._pad_id)
+
     def pin_memory(self) -> "Batch":
-        return Batch(self.tokens.pin_memory(), self.modality.pin_memory(), self.pad_mask.pin_memory(),
-                     self.tasks, self.keys, self.sources, self.meta, self.state)
+        return self._with(lambda t: t.pin_memory())
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return Batch(self.tokens.to(device, non_blocking=non_blocking),
-                     self.modality.to(device, non_blocking=non_blocking),
-                     self.pad_mask.to(device, non_blocking=non_blocking),
-                     self.tasks, self.keys, self.sources, self.meta, self.state)
+        return self._with(lambda t: t.to(device, non_blocking=non_blocking))
 
 
 @dataclass
 class RawBatch:
-    """What a DataLoader worker sends: int32 tokens and the row info, nothing derived.
+    """What a DataLoader worker sends: int32 tokens (or where in the shared ring they lie)
+    and the row info, nothing derived."""
 
-    One small tensor per batch instead of three large ones: moving tensors between processes
-    costs per tensor and per byte, and the modality ids and pad mask are cheap to derive in
-    the main process (`Collate.expand`).
-    """
-
-    tokens: torch.Tensor  # [B, L] int32
-    tasks: list[str]
+    tokens: torch.Tensor | None  # [B, L] int32; None when the rows are in the ring
+    tasks: Sequence[str]
     keys: list[str]
     sources: list[str]
-    meta: list[dict]
+    meta: Sequence[dict]
     state: tuple | None = None
+    ring: tuple[int, int, int] | None = None  # (worker id, batch number, rows)
+
+
+class _Ring:
+    """Per-worker shared-memory batch slots, allocated once per loader iteration.
+
+    Sending a fresh tensor per batch through a DataLoader queue moves it into a new shared
+    memory segment (measured ~2 ms for a 256 KiB batch here, more than reading its samples);
+    pickling a numpy array copies it through a pipe. Here each worker writes batch n into its
+    slot n % slots and sends only (worker, n, rows); the main process copies the rows out and
+    marks the batch consumed. The DataLoader keeps at most prefetch_factor * num_workers
+    batches in flight, so with more slots than that a worker never waits; the wait below is
+    a guard, not a code path.
+    """
+
+    def __init__(self, num_workers: int, slots: int, batch_size: int, length: int):
+        self.slots = slots
+        self.rows = torch.empty((num_workers, slots, batch_size, length), dtype=torch.int32).share_memory_()
+        self.done = torch.zeros(num_workers, dtype=torch.int64).share_memory_()  # batches consumed
+
+    def claim(self, worker: int, seq: int, rows: int) -> np.ndarray:
+        deadline = time.monotonic() + _RING_WAIT_S
+        while seq - int(self.done[worker]) >= self.slots:
+            if time.monotonic() > deadline:
+                raise ShardError(f"shared batch ring: worker {worker} waited {_RING_WAIT_S}s for a free slot")
+            time.sleep(0.001)
+        return self.rows[worker, seq % self.slots, :rows].numpy()
+
+    def release(self, worker: int, seq: int, rows: int) -> np.ndarray:
+        """The rows of batch `seq` as int64 (a copy), and the slot given back."""
+        out = self.rows[worker, seq % self.slots, :rows].numpy().astype(np.int64)
+        self.done[worker] = seq + 1
+        return out
+
+
+def _identity(x):
+    return x
+
+
+class _BatchStream(IterableDataset):
+    """The dataset as a stream of ready batches, for a DataLoader with batch_size=None."""
+
+    def __init__(self, ds: "ShardDataset", batch_size: int, drop_last: bool, ring: _Ring | None):
+        super().__init__()
+        self.ds, self.batch_size, self.drop_last, self.ring = ds, batch_size, drop_last, ring
+
+    def __iter__(self) -> Iterator[RawBatch]:
+        return self.ds.iter_raw_batches(self.batch_size, self.drop_last, self.ring)
 
 
 class Collate:
-    """Samples -> Batch. Modality ids come from Vocab.modality_of, tabulated once per process."""
+    """Samples -> Batch (for code that holds ShardSamples); RawBatch -> Batch (the loader)."""
 
     def __init__(self, vocab: Vocab):
         self.vocab = vocab
         self._table: np.ndarray | None = None
+
+    @property
+    def table(self) -> np.ndarray:
+        if self._table is None:
+            self._table = self.vocab.modality_of(np.arange(self.vocab.size)).astype(np.int8)
+        return self._table
 
     def raw(self, samples: list[ShardSample]) -> RawBatch:
         tokens = torch.from_numpy(np.stack([s.tokens for s in samples]))
         return RawBatch(tokens, [s.meta.get("task", "") for s in samples], [s.key for s in samples],
                         [s.source for s in samples], [s.meta for s in samples], samples[-1].state)
 
-    def expand(self, raw: RawBatch) -> Batch:
-        # numpy, not torch, for the elementwise work: on CPU builds torch's int32->int64 and
-        # comparisons cost several times numpy's here, and this runs once per batch.
-        if self._table is None:
-            self._table = self.vocab.modality_of(np.arange(self.vocab.size)).astype(np.int8)
-        tokens = raw.tokens.numpy()
-        modality = torch.from_numpy(np.take(self._table, tokens).astype(np.int64))
-        pad_mask = torch.from_numpy(tokens == self.vocab.pad)
-        t = torch.from_numpy(tokens.astype(np.int64))
-        return Batch(t, modality, pad_mask, raw.tasks, raw.keys, raw.sources, raw.meta, raw.state)
+    def expand(self, raw: RawBatch, ring: _Ring | None = None) -> Batch:
+        if raw.ring is not None:
+            if ring is None:
+                raise ShardError("a batch from the shared ring arrived without the ring")
+            tokens = ring.release(*raw.ring)
+        else:
+            tokens = raw.tokens.numpy().astype(np.int64)  # type: ignore[union-attr]
+        return Batch(torch.from_numpy(tokens), None, None, raw.tasks, raw.keys, raw.sources, raw.meta,
+                     raw.state, modality_table=self.table, pad_id=self.vocab.pad)
 
     def __call__(self, samples: list[ShardSample]) -> Batch:
         return self.expand(self.raw(samples))
@@ -506,16 +761,21 @@ class ShardLoader:
         ds = self.dataset
         ds._managed = True
         collate_fn = Collate(ds.vocab)
-        loader = DataLoader(
-            ds, batch_size=self.batch_size, num_workers=self.num_workers,
-            collate_fn=collate_fn.raw, pin_memory=False, drop_last=self.drop_last,
-            prefetch_factor=self.prefetch_factor if self.num_workers else None,
-            persistent_workers=False, multiprocessing_context=self.multiprocessing_context,
-        )
+        ring = None
+        if self.num_workers:
+            in_flight = (self.prefetch_factor or 2) * self.num_workers
+            ring = _Ring(self.num_workers, in_flight + 2, self.batch_size, ds.length)
+            raws: Iterator[RawBatch] = iter(DataLoader(
+                _BatchStream(ds, self.batch_size, self.drop_last, ring), batch_size=None,
+                num_workers=self.num_workers, collate_fn=_identity, pin_memory=False,
+                prefetch_factor=self.prefetch_factor, persistent_workers=False,
+                multiprocessing_context=self.multiprocessing_context))
+        else:
+            raws = ds.iter_raw_batches(self.batch_size, self.drop_last)
         n = max(1, self.num_workers)
         try:
-            for raw in loader:
-                batch = collate_fn.expand(raw)
+            for raw in raws:
+                batch = collate_fn.expand(raw, ring)
                 if self.pin_memory:
                     batch = batch.pin_memory()
                 if batch.state is not None:

@@ -7,6 +7,12 @@ of the raw read rate, and `tarfile`'s per-member bookkeeping costs more than dec
 two small members. The parser handles what `tarfile` (and GNU tar) write for plain files:
 ustar headers, pax extended headers ('x'/'g') and GNU long names ('L').
 
+Two readers share that parser's rules: `iter_tar`/`iter_samples` stream a file object
+(verify, inspect), and `index_shard` indexes a whole shard held in memory (the training
+reader): one walk over the headers in Python, then the header checksums, npy headers and
+token ranges of all samples checked at once with numpy, so no token byte is copied or
+decoded per sample.
+
 Sample format (one tar member per field, `<key>.<field>`):
     <key>.tokens.npy   int32 [L], written with np.save, read with allow_pickle=False
     <key>.meta.json    {"task", "keys", "spans": [[modality, start, end]], "pad_count",
@@ -234,3 +240,184 @@ def decode_meta(data: bytes) -> dict:
     if not isinstance(meta, dict) or "task" not in meta or "spans" not in meta:
         raise ValueError("meta.json lacks task/spans")
     return meta
+
+
+# --- whole-shard index (the training reader's path) ----------------------------------------
+#: One sample as the reader holds it: (int32 array holding its tokens, start index in that
+#: array, the shard buffer, meta.json start, meta.json end, key). Plain tuples: one is made
+#: per sample, and a class instance costs several times more.
+SampleRef = tuple  # (np.ndarray, int, bytes | mmap, int, int, str)
+
+
+@dataclass
+class ShardIndex:
+    """A shard in memory, cut into samples; nothing decoded except the keys.
+
+    `samples[i]` is the i-th sample in write order: a SampleRef, or None when that sample is
+    bad (`errors` says why, by index). `damage` is set when the tar itself breaks off
+    (truncated, bad header): the samples before the damage are kept, as a streaming reader
+    would have given them.
+    """
+
+    samples: list[SampleRef | None]
+    errors: dict[int, str]
+    damage: str = ""
+
+
+def _walk(buf, where: str) -> tuple[list[tuple[str, int, int, int]], list[int], str]:
+    """Regular-file members [(name, data offset, size, header number)], header offsets, damage.
+
+    Header checksums are not checked here (see `_first_bad_header`): the walk trusts the size
+    fields, and anything after a bad header is cut off afterwards.
+    """
+    n = len(buf)
+    members: list[tuple[str, int, int, int]] = []
+    headers: list[int] = []
+    long_name: str | None = None
+    o = 0
+    while True:
+        if o + BLOCK > n:
+            if o == n:
+                return members, headers, ""  # no end-of-archive blocks: tolerated
+            return members, headers, f"{where}: truncated (header: wanted {BLOCK} bytes, got {n - o})"
+        if buf[o + 148] == 0 and buf[o:o + BLOCK] == _ZERO_BLOCK:
+            return members, headers, ""  # end-of-archive marker
+        headers.append(o)
+        try:
+            try:
+                size = int(buf[o + 124:o + 135], 8)  # the common form: 11 octal digits + NUL
+            except ValueError:
+                size = _octal(buf[o + 124:o + 136], where)
+        except TarCorrupt as err:
+            return members, headers, str(err)
+        kind = buf[o + 156]
+        data = o + BLOCK
+        if data + size > n:
+            return members, headers, f"{where}: truncated (member data: wanted {size} bytes, got {n - data})"
+        try:
+            if kind in (48, 0, 55):  # '0', NUL, '7': regular file
+                if long_name is not None:
+                    name, long_name = long_name, None
+                else:
+                    raw = buf[o:o + 100]
+                    z = raw.find(b"\0")
+                    name = (raw if z < 0 else raw[:z]).decode("utf-8")
+                    if buf[o + 345] != 0 and buf[o + 257:o + 262] == b"ustar":
+                        name = buf[o + 345:o + 500].split(b"\0", 1)[0].decode("utf-8") + "/" + name
+                members.append((name, data, size, len(headers) - 1))
+            elif kind == 120:  # 'x': pax extended header
+                long_name = _pax_path(bytes(buf[data:data + size])) or long_name
+            elif kind == 76:  # 'L': GNU long name
+                long_name = bytes(buf[data:data + size]).split(b"\0", 1)[0].decode("utf-8")
+            else:
+                long_name = None  # directories, links, global pax headers: not samples
+        except (UnicodeDecodeError, ValueError) as err:
+            return members, headers, f"{where}: unreadable member name or pax record ({err})"
+        o = data + ((size + BLOCK - 1) & -BLOCK)
+        if o > n:
+            return members, headers, f"{where}: truncated (member padding)"
+
+
+def _first_bad_header(blocks: np.ndarray, headers: list[int]) -> int:
+    """Index of the first header whose checksum does not match, or -1; all headers at once.
+
+    The common stored form ("%06o\\0", what tarfile and GNU tar write) is compared as bytes
+    against the computed sums; only headers in another form are parsed one by one.
+    """
+    if not headers:
+        return -1
+    h = blocks[np.asarray(headers, dtype=np.int64) // BLOCK]
+    field = h[:, 148:156]
+    total = h.sum(axis=1, dtype=np.int64) - field.sum(axis=1, dtype=np.int64) + 8 * 32
+    digits = ((total[:, None] >> np.arange(15, -1, -3)) & 7) + 48
+    same = (field[:, :6] == digits).all(axis=1) & (field[:, 6] == 0)
+    for i in np.flatnonzero(~same):
+        try:
+            stored = _octal(bytes(field[i]), "")
+        except TarCorrupt:
+            return int(i)
+        if stored != int(total[i]):
+            return int(i)
+    return -1
+
+
+def _meta_looks_whole(data: bytes) -> bool:
+    """A structural check of meta.json without parsing it (parsing waits for a consumer).
+
+    Catches cut-off or foreign members; `trimodal shards verify` parses every one.
+    """
+    data = data.strip()
+    return data[:1] == b"{" and data[-1:] == b"}" and b'"task"' in data and b'"spans"' in data
+
+
+def index_shard(buf, where: str, decoder: TokenDecoder) -> ShardIndex:
+    """Cut a whole shard (bytes or a read-only mmap) into samples, checking what the reader needs.
+
+    Per sample the tokens must be an int32 [L] npy inside the vocabulary and meta.json must be
+    present and look whole (it is decoded only when a consumer asks, see reader.JsonRows). Samples whose npy
+    header is the one we write are views into `buf`; others go through np.load.
+    """
+    members, headers, damage = _walk(buf, where)
+    n_blocks = len(buf) // BLOCK
+    blocks = np.frombuffer(buf, dtype=np.uint8, count=n_blocks * BLOCK).reshape(n_blocks, BLOCK)
+    bad = _first_bad_header(blocks, headers)
+    if bad >= 0:
+        stored = bytes(blocks[headers[bad] // BLOCK, 148:156])
+        damage = f"{where}: header checksum mismatch at byte {headers[bad]} (stored field {stored!r})"
+        members = [m for m in members if m[3] < bad]
+    groups: list[tuple[str, dict[str, tuple[int, int]]]] = []
+    key: str | None = None
+    fields: dict[str, tuple[int, int]] = {}
+    for name, off, size, _ in members:
+        k, field_name = split_name(name)
+        if k != key:
+            if key is not None:
+                groups.append((key, fields))
+            key, fields = k, {}
+        fields[field_name] = (off, size)
+    if key is not None and not damage:
+        groups.append((key, fields))  # after damage the last group may be incomplete: dropped
+
+    header = decoder.header
+    hl, length = len(header), decoder.length
+    want = hl + 4 * length
+    words = np.frombuffer(buf, dtype=np.int32, count=len(buf) // 4)
+    samples: list[SampleRef | None] = []
+    errors: dict[int, str] = {}
+    fast: list[int] = []  # sample numbers whose tokens are views of `words`
+    for i, (k, f) in enumerate(groups):
+        tok, meta = f.get("tokens.npy"), f.get("meta.json")
+        if tok is None or meta is None:
+            errors[i] = f"missing field {'tokens.npy' if tok is None else 'meta.json'!r}"
+            samples.append(None)
+            continue
+        mlo, mhi = meta[0], meta[0] + meta[1]
+        if not _meta_looks_whole(buf[mlo:mhi]):
+            errors[i] = "meta.json is not a JSON object with task and spans"
+            samples.append(None)
+            continue
+        off, size = tok
+        if size == want and buf[off:off + hl] == header and (off + hl) % 4 == 0:
+            samples.append((words, (off + hl) // 4, buf, mlo, mhi, k))
+            fast.append(i)
+            continue
+        try:
+            tokens = decoder.decode(bytes(buf[off:off + size]))
+        except ValueError as err:
+            errors[i] = str(err)
+            samples.append(None)
+            continue
+        samples.append((tokens, 0, buf, mlo, mhi, k))
+    if fast:
+        starts = np.fromiter((samples[i][1] for i in fast), dtype=np.int64, count=len(fast))
+        bounds = np.empty(2 * len(fast), dtype=np.int64)
+        bounds[0::2], bounds[1::2] = starts, starts + length
+        # As unsigned, a negative id is huge: one max per sample checks both ends of the range.
+        top = np.maximum.reduceat(words.view(np.uint32), bounds)[0::2]
+        for j in np.flatnonzero(top >= decoder.vocab_size):
+            i = fast[j]
+            row = words[starts[j]:starts[j] + length]
+            errors[i] = (f"token ids span [{int(row.min())}, {int(row.max())}], outside the "
+                         f"vocabulary [0, {decoder.vocab_size})")
+            samples[i] = None
+    return ShardIndex(samples, errors, damage)

@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterator
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 FAULT_ENV = "TRIMODAL_TEST_KILL_AT"
+#: Under torchrun: arm the kill point only in the process whose RANK is this.
+FAULT_RANK_ENV = "TRIMODAL_TEST_KILL_RANK"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,18 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_torchrun(nproc: int, cli_args: list[str], kill: KillPoint | None = None, kill_rank: int = 0,
+                 timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node N -m trimodal.cli <cli_args>`, as documented; with
+    `kill`, the CLI runs through fault_cli.py and rank `kill_rank` dies at that point (torchrun
+    then tears the other ranks down)."""
+    extra = {FAULT_ENV: kill.encode(), FAULT_RANK_ENV: str(kill_rank)} if kill else {}
+    entry = [str(HERE / "fault_cli.py")] if kill else ["-m", "trimodal.cli"]
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", str(nproc), *entry, *cli_args],
+                          env=subprocess_env(**extra), capture_output=True, text=True, timeout=timeout)
+
+
 def run_killed(point: KillPoint, cli_args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run `trimodal <cli_args>` in a child that dies by SIGKILL at `point`; asserts it did."""
     proc = subprocess.run([sys.executable, str(HERE / "fault_cli.py"), *cli_args],
@@ -203,3 +217,50 @@ def shard_samples(pack_out: Path) -> dict[str, list[tuple[str, list[int], str]]]
 
 def metrics_records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def make_shard_world(root: Path) -> Path:
+    """Two text sources tokenized (tables_a, tables_b), their vocab.json: what `pack` reads."""
+    from trimodal.cli import main
+
+    write_text_corpus(root / "corpus_a", n_files=3, docs_per_file=8, seed=1)
+    write_text_corpus(root / "corpus_b", n_files=2, docs_per_file=8, seed=2)
+    tok = train_text_tokenizer(root / "text.model")
+    for name in ("a", "b"):
+        assert main(tokenize_args(root / f"corpus_{name}", tok, root / f"tables_{name}", name=name)) == 0
+    assert main(["vocab", "--text-tokenizer", tok, "--out", str(root / "vocab.json")]) == 0
+    return root
+
+
+def pack_args(world: Path, out: Path) -> list[str]:
+    return ["pack", "--tables", str(world / "tables_a" / "tables"), "--tables", str(world / "tables_b" / "tables"),
+            "--vocab", str(world / "vocab.json"), "--out", str(out), "--length", "32", "--shard-samples", "3"]
+
+
+def train_args(shards: Path, run: Path, **over: Any) -> list[str]:
+    """`trimodal train --config RUN.yaml` on a tiny model: train on set text/a, eval on text/b."""
+    import yaml
+
+    cfg = {"model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": 32},
+           "data": {"train": str(shards / "text" / "a"), "eval": str(shards / "text" / "b"),
+                    "batch_size": 4, "num_workers": 0},
+           "optim": {"lr": 3e-3, "warmup_steps": 2},
+           "out_dir": str(run), "max_steps": 10, "log_every": 1, "ckpt_every": 3, "eval_every": 5,
+           "eval_batches": 2, "grad_accum": 2, "progress": False, "device": "cpu", **over}
+    path = run.parent / f"{run.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return ["train", "--config", str(path)]
+
+
+TRAIN_COMPARED = ("step", "loss", "lr", "grad_norm", "elbo", "eval/elbo")
+
+
+def curve(run: Path) -> list[dict]:
+    """The metrics log without its timing fields (tokens/s, data share differ run to run)."""
+    return [{k: r[k] for k in TRAIN_COMPARED if k in r} for r in metrics_records(run)]
+
+
+def final_weights(run: Path) -> dict:
+    from trimodal.mdm_core.checkpoint import latest_checkpoint, load_model_weights
+
+    return load_model_weights(latest_checkpoint(str(run)))[0]

@@ -13,12 +13,11 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-import yaml
-from fault_helpers import (KillPoint, counting, metrics_records, pick_kill_point, run_killed, shard_samples,
-                           tables_of, temp_files, tokenize_args, train_text_tokenizer, write_text_corpus)
+from fault_helpers import (KillPoint, counting, curve, final_weights, make_shard_world, metrics_records, pack_args,
+                           pick_kill_point, run_killed, shard_samples, tables_of, temp_files, tokenize_args,
+                           train_args, train_text_tokenizer, write_text_corpus)
 
 from trimodal.cli import main
 
@@ -93,11 +92,6 @@ PACK_POINTS = {
 }
 
 
-def pack_args(world: Path, out: Path) -> list[str]:
-    return ["pack", "--tables", str(world / "tables_a" / "tables"), "--tables", str(world / "tables_b" / "tables"),
-            "--vocab", str(world / "vocab.json"), "--out", str(out), "--length", "32", "--shard-samples", "3"]
-
-
 def manifests(out: Path) -> dict[str, dict]:
     """Each set's manifest without its creation time and config (they name the run, not the data)."""
     result = {}
@@ -109,13 +103,7 @@ def manifests(out: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="module")
 def pack_world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pack")
-    write_text_corpus(root / "corpus_a", n_files=3, docs_per_file=8, seed=1)
-    write_text_corpus(root / "corpus_b", n_files=2, docs_per_file=8, seed=2)
-    tok = train_text_tokenizer(root / "text.model")
-    for name in ("a", "b"):
-        assert main(tokenize_args(root / f"corpus_{name}", tok, root / f"tables_{name}", name=name)) == 0
-    assert main(["vocab", "--text-tokenizer", tok, "--out", str(root / "vocab.json")]) == 0
+    root = make_shard_world(tmp_path_factory.mktemp("pack"))
     with counting(list(PACK_POINTS)) as counts:
         assert main(pack_args(root, root / "clean")) == 0
     assert len(manifests(root / "clean")) == 2 and counts["trimodal.shards.writer:ShardWriter._finish_shard"] >= 4
@@ -177,36 +165,11 @@ TRAIN_POINTS = {
     "trimodal.mdm_core.checkpoint:_write": ("before", "after"),  # between a checkpoint's files
     "trimodal.mdm_core.checkpoint:mark_latest": ("before", "after"),  # checkpoint written, not yet `latest`
 }
-TRAIN_COMPARED = ("step", "loss", "lr", "grad_norm", "elbo", "eval/elbo")
-
-
-def train_args(world: Path, run: Path) -> list[str]:
-    cfg = {"model": {"d_model": 32, "n_layers": 2, "n_heads": 2, "max_len": 32},
-           "data": {"train": str(world / "clean" / "text" / "a"), "eval": str(world / "clean" / "text" / "b"),
-                    "batch_size": 4, "num_workers": 0},
-           "optim": {"lr": 3e-3, "warmup_steps": 2},
-           "out_dir": str(run), "max_steps": 10, "log_every": 1, "ckpt_every": 3, "eval_every": 5,
-           "eval_batches": 2, "grad_accum": 2, "progress": False, "device": "cpu"}
-    path = run.parent / f"{run.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return ["train", "--config", str(path)]
-
-
-def curve(run: Path) -> list[dict]:
-    return [{k: r[k] for k in TRAIN_COMPARED if k in r} for r in metrics_records(run)]
-
-
-def final_weights(run: Path) -> dict[str, torch.Tensor]:
-    from trimodal.mdm_core.checkpoint import latest_checkpoint, load_model_weights
-
-    return load_model_weights(latest_checkpoint(str(run)))[0]
-
-
 @pytest.fixture(scope="module")
 def train_world(pack_world):
     world, _ = pack_world
     with counting(list(TRAIN_POINTS)) as counts:
-        assert main(train_args(world, world / "run_clean")) == 0
+        assert main(train_args(world / "clean", world / "run_clean")) == 0
     return world, dict(counts)
 
 
@@ -215,7 +178,7 @@ def test_train_killed_then_resumed_equals_uninterrupted(train_world, tmp_path, s
     world, counts = train_world
     point = pick_kill_point(seed, counts, TRAIN_POINTS)
     run = tmp_path / "run"
-    args = train_args(world, run)
+    args = train_args(world / "clean", run)
     run_killed(point, args)
     assert main(args) == 0
 

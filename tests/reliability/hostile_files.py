@@ -143,15 +143,15 @@ def write_tar(path: Path, members: list[Member], cut_at: int | None = None) -> N
 
 
 def add_special_files(folder: Path, stem: str, ext: str, outside: Path) -> list[str]:
-    """Non-regular entries a reader must never open: each would hang or exhaust memory if read.
+    """Non-regular entries a reader must never open.
 
-    `<stem>_zero.<ext>` links to /dev/zero, `<stem>_fifo.<ext>` is a named pipe (opening it
-    blocks forever), `<stem>_dangling.<ext>` points nowhere, `loop` links to its own folder.
-    Also `<stem>_linked.<ext>` links to a regular file outside the corpus (allowed: HF caches
-    and many dataset layouts are symlink farms). Returns the stems that are special files.
+    `<stem>_fifo.<ext>` is a named pipe (opening it blocks forever), `<stem>_device.<ext>` links
+    to a device (/dev/null here: a regression then fails the counts cleanly, whereas the real
+    threat, /dev/zero or /dev/urandom, would fill memory), `<stem>_dangling.<ext>` points
+    nowhere, `loop` links to its own folder. Returns the stems of the special files.
     """
-    specials = [f"{stem}_zero", f"{stem}_fifo", f"{stem}_dangling"]
-    (folder / f"{stem}_zero.{ext}").symlink_to("/dev/zero")
+    specials = [f"{stem}_device", f"{stem}_fifo", f"{stem}_dangling"]
+    (folder / f"{stem}_device.{ext}").symlink_to("/dev/null")
     if hasattr(os, "mkfifo"):
         os.mkfifo(folder / f"{stem}_fifo.{ext}")
     (folder / f"{stem}_dangling.{ext}").symlink_to(outside / "does-not-exist")
@@ -318,7 +318,7 @@ def image_corpus(root: Path, fmt: str) -> HostileCorpus:
         (c.path / "readme.md").write_bytes(b"ignored: not an image or caption")
         for key in add_special_files(c.path, "special", "png", root):
             (c.path / f"{key}.txt").write_bytes(b"caption beside a special file")
-            c.skip(key, "caption beside a FIFO / link to /dev/zero / dangling link", "missing_image")
+            c.skip(key, "caption beside a FIFO / device link / dangling link", "missing_image")
         (root / "outside.png").write_bytes(image_bytes(20, "PNG"))
         (c.path / "linked.png").symlink_to(root / "outside.png")
         (c.path / "linked.txt").write_bytes(b"image reached through a symlink")
@@ -453,7 +453,7 @@ def audio_corpus(root: Path, fmt: str) -> HostileCorpus:
         c.keep("wrongext", "FLAC bytes named .wav")
         for key in add_special_files(c.path, "special", "wav", root):
             (c.path / f"{key}.txt").write_bytes(b"transcript beside a special file")
-            c.skip(key, "transcript beside a FIFO / link to /dev/zero / dangling link", "missing_audio")
+            c.skip(key, "transcript beside a FIFO / device link / dangling link", "missing_audio")
         return c
     if fmt == "wds":
         members: list[Member] = []

@@ -86,7 +86,7 @@ def check_outcome(corpus: HostileCorpus, out: Path) -> None:
     assert {r: sorted(k) for r, k in listed.items()} == corpus.skip_keys
 
 
-@pytest.mark.timeout(300)  # a reader that opens a FIFO would block forever
+@pytest.mark.timeout(180)  # a reader that opens a FIFO would block forever
 @pytest.mark.parametrize(("modality", "fmt"), CASES, ids=[f"{m}-{f}" for m, f in CASES])
 def test_hostile_corpus_through_cli(modality, fmt, tokenizers, tmp_path, monkeypatch):
     corpus = build(tmp_path / "corpora", modality, fmt)

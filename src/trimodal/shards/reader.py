@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trimodal.packing.vocab import Vocab
 from trimodal.shards.manifest import Manifest, ShardError, read_manifest
-from trimodal.shards.tario import SampleRef, TokenDecoder, decode_meta, index_shard
+from trimodal.shards.tario import SampleRef, TokenDecoder, decode_meta, index_shard, out_of_vocab
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ class _SliceReader:
         need = first + count
         url = self.manifest.shard_url(self.manifest.shards[shard_idx])
         try:
-            index = index_shard(_open_shard(url), url, self.decoder)
+            index = index_shard(_open_shard(url), url, self.decoder, check_ranges=False)
         except OSError as err:
             log.warning("%s: unreadable (%s); %d sample(s) skipped", url, err, count)
             samples: list[SampleRef | None] = [None] * need
@@ -362,6 +362,7 @@ class _Slot:
         self._active: list[int] | None = None
         self._chunk = -1
         self._choices: list[int] = []
+        self.rejected = 0
 
     def _choose(self, active: list[int]) -> int:
         chunk = self.draws // _DRAW_CHUNK
@@ -392,6 +393,16 @@ class _Slot:
                 continue
             out.append((ref, choice))
         return out
+
+    def reject(self, item: tuple[SampleRef, int], tokens: np.ndarray) -> None:
+        """A taken sample turned out bad (ids outside the vocabulary): count it as skipped."""
+        ref, source = item
+        self.streams[source].skipped += 1
+        self.rejected += 1
+        if self.rejected <= _MAX_SAMPLE_WARNINGS:
+            log.warning("%s: sample %s skipped: token ids span [%d, %d], outside the vocabulary [0, %d)",
+                        self.ds.names[source], ref[5], int(tokens.min()), int(tokens.max()),
+                        self.ds.vocab.size)
 
     def state(self) -> tuple:
         streams = self.streams
@@ -480,6 +491,9 @@ class ShardDataset(IterableDataset):
                 break
             ref, source = got[0]
             sample = ShardSample.from_ref(ref, length, names[source])
+            if len(out_of_vocab(sample.tokens[None], self.vocab.size)):
+                slot.reject(got[0], sample.tokens)
+                continue
             sample.state = slot.state()
             if record_here:
                 self.record(sample.state, 1)
@@ -491,29 +505,37 @@ class ShardDataset(IterableDataset):
                          ring: "_Ring | None" = None) -> Iterator["RawBatch"]:
         """Batches made where the samples are read (a DataLoader worker, or the main process).
 
-        Rows are copied once, from the shard buffers into the batch; with a `ring` that batch
-        is a slot of shared memory the main process reads, so nothing but the row info and
-        the state is pickled.
+        Rows are copied once, from the shard buffers into the batch, and checked against the
+        vocabulary right there (cache-hot); with a `ring` that batch is a slot of shared memory
+        the main process reads, so nothing but the row info and the state is pickled.
         """
         slot, _ = self._open_slot()
         info = get_worker_info()
         worker = 0 if info is None else info.id
-        names, length = self.names, self.length
+        names, length, vocab_size = self.names, self.length, self.vocab.size
         seq = 0
         while True:
             got = slot.take(batch_size)
-            if not got or (drop_last and len(got) < batch_size):
-                break
             if ring is not None:
-                out, where = ring.claim(worker, seq, len(got)), (worker, seq, len(got))
+                full = ring.slot(worker, seq)
             else:
-                out, where = np.empty((len(got), length), dtype=np.int32), None
-            for r, ((arr, start, _, _, _, _), _) in enumerate(got):
-                out[r] = arr[start:start + length]
+                full = np.empty((batch_size, length), dtype=np.int32)
+            while True:
+                if not got or (drop_last and len(got) < batch_size):
+                    return
+                out = full[:len(got)]
+                for r, ((arr, start, _, _, _, _), _) in enumerate(got):
+                    out[r] = arr[start:start + length]
+                bad = out_of_vocab(out, vocab_size).tolist()
+                if not bad:
+                    break
+                for r in bad:  # rare: drop the rows, draw replacements, copy again
+                    slot.reject(got[r], out[r])
+                got = [g for r, g in enumerate(got) if r not in set(bad)] + slot.take(len(bad))
             meta = JsonRows.of([buf[lo:hi] for (_, _, buf, lo, hi, _), _ in got])
             yield RawBatch(None if ring is not None else torch.from_numpy(out), TaskRows(meta),
                            [ref[5] for ref, _ in got], [names[s] for _, s in got], meta,
-                           slot.state(), where)
+                           slot.state(), (worker, seq, len(got)) if ring is not None else None)
             seq += 1
 
     # --- state ----------------------------------------------------------------------------
@@ -666,13 +688,13 @@ class _Ring:
         self.rows = torch.empty((num_workers, slots, batch_size, length), dtype=torch.int32).share_memory_()
         self.done = torch.zeros(num_workers, dtype=torch.int64).share_memory_()  # batches consumed
 
-    def claim(self, worker: int, seq: int, rows: int) -> np.ndarray:
+    def slot(self, worker: int, seq: int) -> np.ndarray:
         deadline = time.monotonic() + _RING_WAIT_S
         while seq - int(self.done[worker]) >= self.slots:
             if time.monotonic() > deadline:
                 raise ShardError(f"shared batch ring: worker {worker} waited {_RING_WAIT_S}s for a free slot")
             time.sleep(0.001)
-        return self.rows[worker, seq % self.slots, :rows].numpy()
+        return self.rows[worker, seq % self.slots].numpy()
 
     def release(self, worker: int, seq: int, rows: int) -> np.ndarray:
         """The rows of batch `seq` as int64 (a copy), and the slot given back."""

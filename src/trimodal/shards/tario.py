@@ -347,19 +347,144 @@ def _meta_looks_whole(data: bytes) -> bool:
     Catches cut-off or foreign members; `trimodal shards verify` parses every one.
     """
     data = data.strip()
-    return data[:1] == b"{" and data[-1:] == b"}" and b'"task"' in data and b'"spans"' in data
+    return data[:1] == b"{" and data[-1:] == b"}"
 
 
-def index_shard(buf, where: str, decoder: TokenDecoder) -> ShardIndex:
+_USTAR = np.frombuffer(b"ustar\x00", dtype=np.uint8)
+_OCTAL_WEIGHTS = 8 ** np.arange(10, -1, -1, dtype=np.int64)
+_TOKENS_SUFFIX = np.frombuffer(b".tokens.npy", dtype=np.uint8)
+_META_SUFFIX = np.frombuffer(b".meta.json", dtype=np.uint8)
+
+
+def _index_regular(buf, blocks: np.ndarray, decoder: TokenDecoder, check_ranges: bool) -> ShardIndex | None:
+    """The whole index with numpy, for shards laid out the way our writer lays them out.
+
+    Every header block is found by its "ustar" magic, and the chain of sizes must lead from
+    the first block through each found header to the end-of-archive block: then the found
+    headers are exactly those a sequential walk would visit. Each must also be a plain file
+    with an intact checksum, and the members must alternate <key>.tokens.npy / <key>.meta.json.
+    Anything else returns None and the caller walks the headers one by one (`_walk`).
+    """
+    n_blocks = len(blocks)
+    if n_blocks < 2:
+        return None
+    cand = np.flatnonzero(blocks[:, 257] == _USTAR[0])  # one byte first: a cheap prefilter
+    cand = cand[(blocks[cand, 258:263] == _USTAR[1:]).all(axis=1)]
+    m = len(cand)
+    if m == 0 or m % 2 or cand[0] != 0:
+        return None
+    h = blocks[cand]
+    digits = h[:, 124:135].astype(np.int64) - 48
+    if not (((digits >= 0) & (digits <= 7)).all() and (h[:, 135] == 0).all()
+            and (h[:, 156] == 48).all() and (h[:, 345] == 0).all()):
+        return None
+    sizes = digits @ _OCTAL_WEIGHTS
+    nxt = cand + 1 + (sizes + BLOCK - 1) // BLOCK
+    if not (nxt[:-1] == cand[1:]).all():
+        return None
+    end = int(nxt[-1])
+    if end > n_blocks or (end < n_blocks and blocks[end].any()):
+        return None  # truncated, or something other than the end-of-archive marker follows
+    field = h[:, 148:156]
+    total = h.sum(axis=1, dtype=np.int64) - field.sum(axis=1, dtype=np.int64) + 8 * 32
+    expect = ((total[:, None] >> np.arange(15, -1, -3)) & 7) + 48
+    if not ((field[:, :6] == expect).all() and (field[:, 6] == 0).all()):
+        return None
+    names = h[:, :100]
+    has_nul = names == 0
+    if not has_nul.any(axis=1).all():
+        return None
+    lens = has_nul.argmax(axis=1)
+    tok, meta = names[0::2], names[1::2]
+    klen = lens[0::2] - len(_TOKENS_SUFFIX)
+    if not (klen == lens[1::2] - len(_META_SUFFIX)).all() or (klen < 1).any():
+        return None
+    cols = np.arange(100)
+    in_key = cols < klen[:, None]
+    if not ((tok == meta) | ~in_key).all():
+        return None
+    if ((tok == ord(".")) & in_key).any():
+        return None  # a dot inside the key: split_name would cut elsewhere
+    rows = np.arange(len(tok))
+    t_suffix = tok[rows[:, None], klen[:, None] + np.arange(len(_TOKENS_SUFFIX))]
+    m_suffix = meta[rows[:, None], klen[:, None] + np.arange(len(_META_SUFFIX))]
+    if not ((t_suffix == _TOKENS_SUFFIX).all() and (m_suffix == _META_SUFFIX).all()):
+        return None
+    header = np.frombuffer(decoder.header, dtype=np.uint8)
+    hl, length = len(header), decoder.length
+    tok_off = (cand[0::2] + 1) * BLOCK
+    if not ((sizes[0::2] == hl + 4 * length).all() and hl % 4 == 0):
+        return None
+    flat = blocks.reshape(-1)
+    if not (flat[tok_off[:, None] + np.arange(hl)] == header).all():
+        return None
+    if (klen == klen[0]).all():  # fixed-width keys (what the writer makes): one decode for all
+        grid = np.empty((len(tok), int(klen[0]) + 1), dtype=np.uint8)
+        grid[:, :-1], grid[:, -1] = tok[:, :klen[0]], ord("\n")
+        try:
+            keys = grid.tobytes().decode("utf-8").split("\n")[:-1]
+        except UnicodeDecodeError:
+            return None
+    else:
+        try:
+            keys = [bytes(r[:k]).decode("utf-8") for r, k in zip(tok, klen.tolist())]
+        except UnicodeDecodeError:
+            return None
+    meta_lo = (cand[1::2] + 1) * BLOCK
+    meta_hi = meta_lo + sizes[1::2]
+    words = np.frombuffer(buf, dtype=np.int32, count=len(buf) // 4)
+    starts = (tok_off + hl) // 4
+    samples: list[SampleRef | None] = [
+        (words, a, buf, lo, hi, k)
+        for a, lo, hi, k in zip(starts.tolist(), meta_lo.tolist(), meta_hi.tolist(), keys)]
+    errors: dict[int, str] = {}
+    whole = (flat[meta_lo] == ord("{")) & (flat[np.maximum(meta_hi - 1, meta_lo)] == ord("}"))
+    for i in np.flatnonzero(~whole).tolist():
+        if not _meta_looks_whole(bytes(buf[meta_lo[i]:meta_hi[i]])):
+            errors[i] = "meta.json is not a JSON object"
+            samples[i] = None
+    if check_ranges:
+        _check_ranges(samples, words, list(range(len(samples))), errors, decoder)
+    return ShardIndex(samples, errors, "")
+
+
+def _check_ranges(samples: list[SampleRef | None], words: np.ndarray, fast: list[int],
+                  errors: dict[int, str], decoder: TokenDecoder) -> None:
+    """Mark samples (views into `words`) whose ids leave the vocabulary; all in one numpy pass."""
+    fast = [i for i in fast if samples[i] is not None]
+    if not fast:
+        return
+    length = decoder.length
+    starts = np.fromiter((samples[i][1] for i in fast), dtype=np.int64, count=len(fast))
+    bounds = np.empty(2 * len(fast), dtype=np.int64)
+    bounds[0::2], bounds[1::2] = starts, starts + length
+    # As unsigned, a negative id is huge: one max per sample checks both ends of the range.
+    top = np.maximum.reduceat(words.view(np.uint32), bounds)[0::2]
+    for j in np.flatnonzero(top >= decoder.vocab_size).tolist():
+        i = fast[j]
+        row = words[starts[j]:starts[j] + length]
+        errors[i] = (f"token ids span [{int(row.min())}, {int(row.max())}], outside the "
+                     f"vocabulary [0, {decoder.vocab_size})")
+        samples[i] = None
+
+
+def index_shard(buf, where: str, decoder: TokenDecoder, check_ranges: bool = True) -> ShardIndex:
     """Cut a whole shard (bytes or a read-only mmap) into samples, checking what the reader needs.
 
     Per sample the tokens must be an int32 [L] npy inside the vocabulary and meta.json must be
     present and look whole (it is decoded only when a consumer asks, see reader.JsonRows). Samples whose npy
     header is the one we write are views into `buf`; others go through np.load.
+
+    check_ranges=False leaves the vocabulary check of view samples to the caller: the training
+    reader checks each batch right after copying its rows (`out_of_vocab`), while they are in
+    cache, instead of one more pass over the whole shard here.
     """
-    members, headers, damage = _walk(buf, where)
     n_blocks = len(buf) // BLOCK
     blocks = np.frombuffer(buf, dtype=np.uint8, count=n_blocks * BLOCK).reshape(n_blocks, BLOCK)
+    regular = _index_regular(buf, blocks, decoder, check_ranges)
+    if regular is not None:
+        return regular
+    members, headers, damage = _walk(buf, where)
     bad = _first_bad_header(blocks, headers)
     if bad >= 0:
         stored = bytes(blocks[headers[bad] // BLOCK, 148:156])
@@ -375,8 +500,8 @@ def index_shard(buf, where: str, decoder: TokenDecoder) -> ShardIndex:
                 groups.append((key, fields))
             key, fields = k, {}
         fields[field_name] = (off, size)
-    if key is not None and not damage:
-        groups.append((key, fields))  # after damage the last group may be incomplete: dropped
+    if key is not None and (not damage or ("tokens.npy" in fields and "meta.json" in fields)):
+        groups.append((key, fields))  # after damage an incomplete last group is dropped
 
     header = decoder.header
     hl, length = len(header), decoder.length
@@ -393,7 +518,7 @@ def index_shard(buf, where: str, decoder: TokenDecoder) -> ShardIndex:
             continue
         mlo, mhi = meta[0], meta[0] + meta[1]
         if not _meta_looks_whole(buf[mlo:mhi]):
-            errors[i] = "meta.json is not a JSON object with task and spans"
+            errors[i] = "meta.json is not a JSON object"
             samples.append(None)
             continue
         off, size = tok
@@ -408,16 +533,11 @@ def index_shard(buf, where: str, decoder: TokenDecoder) -> ShardIndex:
             samples.append(None)
             continue
         samples.append((tokens, 0, buf, mlo, mhi, k))
-    if fast:
-        starts = np.fromiter((samples[i][1] for i in fast), dtype=np.int64, count=len(fast))
-        bounds = np.empty(2 * len(fast), dtype=np.int64)
-        bounds[0::2], bounds[1::2] = starts, starts + length
-        # As unsigned, a negative id is huge: one max per sample checks both ends of the range.
-        top = np.maximum.reduceat(words.view(np.uint32), bounds)[0::2]
-        for j in np.flatnonzero(top >= decoder.vocab_size):
-            i = fast[j]
-            row = words[starts[j]:starts[j] + length]
-            errors[i] = (f"token ids span [{int(row.min())}, {int(row.max())}], outside the "
-                         f"vocabulary [0, {decoder.vocab_size})")
-            samples[i] = None
+    if check_ranges:
+        _check_ranges(samples, words, fast, errors, decoder)
     return ShardIndex(samples, errors, damage)
+
+
+def out_of_vocab(rows: np.ndarray, vocab_size: int) -> np.ndarray:
+    """Indices of rows of an int32 [B, L] batch holding an id outside [0, vocab_size)."""
+    return np.flatnonzero(rows.view(np.uint32).max(axis=1) >= vocab_size)

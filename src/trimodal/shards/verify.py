@@ -149,6 +149,8 @@ def _verify_shard(manifest: Manifest, entry, vocab: Vocab, decoder: TokenDecoder
                     tasks[meta["task"]] = tasks.get(meta["task"], 0) + 1
             except TarCorrupt as err:
                 rep.add(str(err))
+            except UnicodeDecodeError as err:  # a member name or pax record that is not UTF-8
+                rep.add(f"{url}: unreadable member name ({err})")
             f.drain()
     except FileNotFoundError:
         rep.add(f"{url}: missing")

@@ -491,6 +491,21 @@ def audio_corpus(root: Path, fmt: str) -> HostileCorpus:
             else:
                 c.skip(key, what, outcome)
         c.skip("good2", "duplicate key", "duplicate_key")
+        # Cells that name a file instead of holding bytes (relative to the dataset folder).
+        files = c.path / "files"
+        files.mkdir()
+        (files / "ok.flac").write_bytes(audio_bytes(0.2, "FLAC", seed=14))
+        if hasattr(os, "mkfifo"):
+            os.mkfifo(files / "fifo.wav")
+        for key, path, what, outcome in [
+                ("path_ok", "files/ok.flac", "path cell naming a FLAC file", KEPT),
+                ("path_fifo", "files/fifo.wav", "path cell naming a FIFO", "missing_audio"),
+                ("path_device", "/dev/null", "path cell naming a device", "missing_audio"),
+                ("path_gone", "files/gone.wav", "path cell naming no file", "missing_audio")]:
+            keys.append(key)
+            cells.append({"bytes": None, "path": path})
+            texts.append(what)
+            (c.keep(key, what) if outcome == KEPT else c.skip(key, what, outcome))
         _save_hf(c.path, {"key": keys, "audio": cells, "text": texts},
                  {"key": datasets.Value("string"),
                   "audio": {"bytes": datasets.Value("binary"), "path": datasets.Value("string")},

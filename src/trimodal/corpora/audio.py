@@ -22,8 +22,8 @@ import numpy as np
 
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
-    BAD_RECORD, CORRUPT_ARCHIVE, UNSAFE_MEMBER_NAME, iter_tar_groups, list_files, split_key,
-    unit_id_from, url_to_fs,
+    BAD_RECORD, CORRUPT_ARCHIVE, UNSAFE_MEMBER_NAME, is_regular_path, iter_tar_groups, list_files,
+    split_key, unit_id_from, url_to_fs,
 )
 from trimodal.corpora.samples import AudioText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -312,6 +312,8 @@ class HFAudioCorpus:
         if not path:
             return None
         full = path if path.startswith("/") or "://" in path else posixpath.join(self.root, path)
+        if not is_regular_path(self.fs, full):  # absent, a FIFO, a device: never opened
+            return None
         try:
             with self.fs.open(full, "rb") as f:
                 return f.read()

@@ -75,6 +75,14 @@ def is_regular_file(path: str, info: dict) -> bool:
     return info.get("type") == "file"
 
 
+def is_regular_path(fs: fsspec.AbstractFileSystem, path: str) -> bool:
+    """`is_regular_file` for a path named inside a table (HF `path` cells): False if absent."""
+    try:
+        return is_regular_file(path, fs.info(path))
+    except (FileNotFoundError, OSError):
+        return False
+
+
 def split_key(name: str) -> tuple[str, str]:
     """WebDataset convention: the key is the name up to the first dot of its basename.
 

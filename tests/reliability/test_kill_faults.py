@@ -165,6 +165,8 @@ TRAIN_POINTS = {
     "trimodal.mdm_core.checkpoint:_write": ("before", "after"),  # between a checkpoint's files
     "trimodal.mdm_core.checkpoint:mark_latest": ("before", "after"),  # checkpoint written, not yet `latest`
 }
+
+
 @pytest.fixture(scope="module")
 def train_world(pack_world):
     world, _ = pack_world

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 from fault_helpers import (KillPoint, curve, final_weights, make_shard_world, metrics_records, pack_args,
-                           run_torchrun, tables_of, temp_files, tokenize_args, train_text_tokenizer,
-                           write_text_corpus)
+                           run_torchrun, tables_of, temp_files, tokenize_args, train_args,
+                           train_text_tokenizer, write_text_corpus)
 
 from trimodal.cli import main
 from trimodal.jobs.runner import merge_reports
@@ -72,18 +72,14 @@ def shards(tmp_path_factory):
 
 
 def _train_two(shards, run, kill: KillPoint | None = None):
-    proc = run_torchrun(2, train_args_8(shards, run), kill=kill, kill_rank=1)
+    """8 steps on 2 ranks, checkpoints at 3 and 6, eval at 4 and 8."""
+    args = train_args(shards, run, max_steps=8, ckpt_every=3, eval_every=4)
+    proc = run_torchrun(2, args, kill=kill, kill_rank=1)
     if kill is None:
         assert proc.returncode == 0, proc.stderr[-3000:]
     else:
         assert proc.returncode != 0 and "SIGKILL" in proc.stderr, proc.stderr[-3000:]
     return proc
-
-
-def train_args_8(shards, run):
-    from fault_helpers import train_args
-
-    return train_args(shards, run, max_steps=8, ckpt_every=3, eval_every=4)
 
 
 def test_torchrun_train_two_ranks(shards, tmp_path):

@@ -208,3 +208,17 @@ def test_trim_metrics_drops_redone_steps_and_a_cut_line(tmp_path):
     assert metrics_records(tmp_path) == records[:3]
     trim_metrics(str(path), 0)  # a fresh start keeps nothing
     assert path.read_text() == ""
+
+
+@pytest.mark.slow
+def test_tokenize_job_with_loader_workers_killed_then_rerun(job_world, tmp_path):
+    """Same with 2 DataLoader worker processes preparing samples while the main one dies."""
+    root, tok, _, _ = job_world
+    out = tmp_path / "out"
+    args = [a if a != "0" else "2" for a in tokenize_args(root / "corpus", tok, out)]  # --workers 2
+    assert args[args.index("--workers") + 1] == "2"
+    run_killed(KillPoint("trimodal.jobs.text:TextEncoder.encode", 7, "before"), args)
+    assert 0 < len(list((out / "tables").glob("*.stats.json"))) < 6
+    assert main(args) == 0
+    assert tables_of(out) == tables_of(root / "clean")
+    assert temp_files(out) == []

@@ -44,6 +44,10 @@ class DemoConfig:
     mdm_steps: int = 650
     mdm_batch: int = 16
     mdm_lr: float = 2e-3
+    #: Condition drop while training (for classifier-free guidance); 0 = off.
+    mdm_cond_drop: float = 0.0
+    #: CFG scale for text-to-image sampling; None = no guidance (needs mdm_cond_drop > 0).
+    t2i_cfg: float | None = None
     #: Mixing weights of the text / image-text / audio-text shard sets.
     mix: dict[str, float] = field(default_factory=lambda: {"text": 0.25, "image_text": 0.5, "audio_text": 0.25})
     n_t2i: int = 48
@@ -58,6 +62,7 @@ class DemoConfig:
         require(self.seq_len >= 64, f"seq_len must be >= 64, got {self.seq_len}")
         require(set(self.mix) <= {"text", "image_text", "audio_text"} and all(w >= 0 for w in self.mix.values()),
                 f"mix keys must be text/image_text/audio_text with weights >= 0, got {self.mix}")
+        require(0.0 <= self.mdm_cond_drop <= 1.0, f"mdm_cond_drop must be in [0, 1], got {self.mdm_cond_drop}")
 
     @classmethod
     def tiny(cls) -> "DemoConfig":
@@ -182,7 +187,7 @@ class Demo:
         c = self.cfg
         tcfg = TrainConfig(
             model=ModelConfig(d_model=c.mdm_d_model, n_layers=c.mdm_layers, n_heads=c.mdm_heads, max_len=c.seq_len),
-            masking=MaskingConfig(schedule="linear"),
+            masking=MaskingConfig(schedule="linear", cond_drop=c.mdm_cond_drop),
             optim=OptimConfig(lr=c.mdm_lr, warmup_steps=max(1, c.mdm_steps // 20), weight_decay=0.01),
             data=DataConfig(batch_size=c.mdm_batch, num_workers=0, seed=c.seed),
             out_dir=str(self.mdm_dir), max_steps=c.mdm_steps, log_every=max(1, min(10, c.mdm_steps)),
@@ -215,7 +220,7 @@ class Demo:
         scenes = [random_scene(rng) for _ in range(self.cfg.n_t2i)]
         captions = [s.caption() for s in scenes]
         grid = image_tok.grid(self.cfg.image_size)
-        image_cfg = default_config("image", {"seed": self.cfg.seed, "cfg_scale": None})
+        image_cfg = default_config("image", {"seed": self.cfg.seed, "cfg_scale": self.cfg.t2i_cfg})
         images = sampler.t2i(captions, grid, image_cfg)
         hits, rows = 0, []
         for i, (scene, img) in enumerate(zip(scenes, images)):

@@ -316,6 +316,18 @@ class _SourceStream:
             items = [items[p] for p in perm.tolist()]
         self._items, self._wstart, self._wstop = items, start, stop
 
+    def take_run(self, n: int) -> list[SampleRef]:
+        """Up to n next samples from the loaded window, or [] when a bad sample or the window's
+        end is in the way (the caller then goes one sample at a time through `next`)."""
+        i = self.pos - self._wstart
+        if i < 0 or self.pos >= self._wstop:
+            return []
+        run = self._items[i:i + n]
+        if None in run:
+            return []
+        self.pos += len(run)
+        return run
+
     def next(self) -> SampleRef | None:
         """The next sample, or None when this source has nothing more for this slot."""
         empty_epochs = 0
@@ -374,29 +386,40 @@ class _Slot:
             self._chunk = chunk
         return self._choices[self.draws % _DRAW_CHUNK]
 
-    def take(self, n: int) -> list[tuple[SampleRef, int]]:
-        """Up to n (sample, source index) pairs; fewer only when every source has run dry."""
-        out: list[tuple[SampleRef, int]] = []
+    def take(self, n: int) -> tuple[list[SampleRef], list[int]]:
+        """Up to n samples and their source indices; fewer only when every source has run dry."""
+        refs: list[SampleRef] = []
+        sources: list[int] = []
         streams = self.streams
-        while len(out) < n:
+        while len(refs) < n:
             active = self._active
             if active is None:
                 active = self._active = [i for i, s in enumerate(streams) if not s.dead]
                 self._chunk = -1  # the choice table depends on the active set
             if not active:
                 break
-            choice = active[0] if len(active) == 1 else self._choose(active)
+            if len(active) == 1:
+                # One source left: a draw is just its next sample, so take a run of the window.
+                run = streams[active[0]].take_run(n - len(refs))
+                if run:
+                    self.draws += len(run)
+                    refs += run
+                    sources += [active[0]] * len(run)
+                    continue
+                choice = active[0]
+            else:
+                choice = self._choose(active)
             self.draws += 1
             ref = streams[choice].next()
             if ref is None:
                 self._active = None
                 continue
-            out.append((ref, choice))
-        return out
+            refs.append(ref)
+            sources.append(choice)
+        return refs, sources
 
-    def reject(self, item: tuple[SampleRef, int], tokens: np.ndarray) -> None:
+    def reject(self, ref: SampleRef, source: int, tokens: np.ndarray) -> None:
         """A taken sample turned out bad (ids outside the vocabulary): count it as skipped."""
-        ref, source = item
         self.streams[source].skipped += 1
         self.rejected += 1
         if self.rejected <= _MAX_SAMPLE_WARNINGS:
@@ -486,13 +509,12 @@ class ShardDataset(IterableDataset):
         slot, record_here = self._open_slot()
         names, length = self.names, self.length
         while True:
-            got = slot.take(1)
-            if not got:
+            refs, sources = slot.take(1)
+            if not refs:
                 break
-            ref, source = got[0]
-            sample = ShardSample.from_ref(ref, length, names[source])
+            sample = ShardSample.from_ref(refs[0], length, names[sources[0]])
             if len(out_of_vocab(sample.tokens[None], self.vocab.size)):
-                slot.reject(got[0], sample.tokens)
+                slot.reject(refs[0], sources[0], sample.tokens)
                 continue
             sample.state = slot.state()
             if record_here:
@@ -515,27 +537,30 @@ class ShardDataset(IterableDataset):
         names, length, vocab_size = self.names, self.length, self.vocab.size
         seq = 0
         while True:
-            got = slot.take(batch_size)
+            refs, sources = slot.take(batch_size)
             if ring is not None:
                 full = ring.slot(worker, seq)
             else:
                 full = np.empty((batch_size, length), dtype=np.int32)
             while True:
-                if not got or (drop_last and len(got) < batch_size):
+                if not refs or (drop_last and len(refs) < batch_size):
                     return
-                out = full[:len(got)]
-                for r, ((arr, start, _, _, _, _), _) in enumerate(got):
+                out = full[:len(refs)]
+                for r, (arr, start, _, _, _, _) in enumerate(refs):
                     out[r] = arr[start:start + length]
                 bad = out_of_vocab(out, vocab_size).tolist()
                 if not bad:
                     break
                 for r in bad:  # rare: drop the rows, draw replacements, copy again
-                    slot.reject(got[r], out[r])
-                got = [g for r, g in enumerate(got) if r not in set(bad)] + slot.take(len(bad))
-            meta = JsonRows.of([buf[lo:hi] for (_, _, buf, lo, hi, _), _ in got])
+                    slot.reject(refs[r], sources[r], out[r])
+                keep = [r for r in range(len(refs)) if r not in set(bad)]
+                more, more_sources = slot.take(len(bad))
+                refs = [refs[r] for r in keep] + more
+                sources = [sources[r] for r in keep] + more_sources
+            meta = JsonRows.of([buf[lo:hi] for _, _, buf, lo, hi, _ in refs])
             yield RawBatch(None if ring is not None else torch.from_numpy(out), TaskRows(meta),
-                           [ref[5] for ref, _ in got], [names[s] for _, s in got], meta,
-                           slot.state(), (worker, seq, len(got)) if ring is not None else None)
+                           [ref[5] for ref in refs], [names[i] for i in sources], meta,
+                           slot.state(), (worker, seq, len(refs)) if ring is not None else None)
             seq += 1
 
     # --- state ----------------------------------------------------------------------------

@@ -21,6 +21,7 @@ Sample format (one tar member per field, `<key>.<field>`):
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import tarfile
@@ -212,7 +213,7 @@ class TokenDecoder:
     length: int
     vocab_size: int
 
-    @property
+    @functools.cached_property
     def header(self) -> bytes:
         return encode_tokens(np.zeros(self.length, np.int32))[: -4 * self.length]
 
@@ -416,7 +417,7 @@ def _index_regular(buf, blocks: np.ndarray, decoder: TokenDecoder, check_ranges:
     if not ((sizes[0::2] == hl + 4 * length).all() and hl % 4 == 0):
         return None
     flat = blocks.reshape(-1)
-    if not (flat[tok_off[:, None] + np.arange(hl)] == header).all():
+    if hl > BLOCK or not (blocks[cand[0::2] + 1, :hl] == header).all():
         return None
     if (klen == klen[0]).all():  # fixed-width keys (what the writer makes): one decode for all
         grid = np.empty((len(tok), int(klen[0]) + 1), dtype=np.uint8)

@@ -210,3 +210,133 @@ def test_unknown_format_and_missing_path(tmp_path: Path):
         open_image_corpus(str(tmp_path / "nope"), "folder").units()
     with pytest.raises(ConfigError, match="no .tar files"):
         open_image_corpus(str(tmp_path), "wds").units()
+
+
+# --- read_part: worker w of N reads only positions i % N == w --------------------------------
+def _hostile_folder(root: Path):
+    for i in range(5):
+        (root / f"good{i}.jpg").write_bytes(image_bytes(i))
+        (root / f"good{i}.txt").write_text(f"fine {i}")
+    (root / "nocap.jpg").write_bytes(image_bytes(7))
+    (root / "noimg.txt").write_text("lonely caption")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "empty.txt").write_text("x")
+    (root / "badutf.jpg").write_bytes(image_bytes(8))
+    (root / "badutf.txt").write_bytes(b"caf\xe9 \xff")
+    (root / "meta.jpg").write_bytes(image_bytes(9))
+    (root / "meta.txt").write_text("ok")
+    (root / "meta.json").write_text("{not json")
+    return open_image_corpus(str(root), "folder", ImageCorpusOptions(unit_size=7))
+
+
+def _hostile_wds(root: Path):
+    members = []
+    for i in range(3):
+        members += [(f"{i:03d}.jpg", image_bytes(i)), (f"{i:03d}.txt", f"cap {i}".encode())]
+    members += [("../evil.jpg", image_bytes(5)), ("../evil.txt", b"evil"), ("/abs.jpg", image_bytes(6)),
+                ("nocap.webp", image_bytes(7, "WEBP")), ("badcap.png", image_bytes(8, "PNG")),
+                ("badcap.txt", b"\xff\xfe"), ("zero.jpg", b""), ("zero.txt", b"z")]
+    write_tar(root / "a.tar", members)
+    rng = random.Random(0)
+    members = []
+    for i in range(6):
+        noise = Image.frombytes("RGB", (40, 40), bytes(rng.randrange(256) for _ in range(4800)))
+        buf = io.BytesIO()
+        noise.save(buf, format="PNG")
+        members += [(f"{i}.png", buf.getvalue()), (f"{i}.txt", b"c")]
+    write_tar(root / "b.tar", members)
+    data = (root / "b.tar").read_bytes()
+    (root / "b.tar").write_bytes(data[: 3 * 5632 + 1000])  # truncated inside member data
+    (root / "c.tar").write_bytes(b"not a tar at all" * 40)
+    return open_image_corpus(str(root), "wds")
+
+
+def _hostile_parquet(root: Path):
+    n = 8
+    pq.write_table(pa.table({
+        "key": [f"k{i}" if i != 6 else None for i in range(n)],
+        "image": [image_bytes(i) if i != 3 else None for i in range(n)],
+        "caption": [f"t{i}" if i != 5 else None for i in range(n)],
+    }), root / "p.parquet", row_group_size=3)
+    return open_image_corpus(str(root), "parquet", ImageCorpusOptions(unit_by="row_group"))
+
+
+def _hostile_jsonl(root: Path):
+    (root / "img").mkdir()
+    (root / "img" / "a.jpg").write_bytes(image_bytes(1))
+    lines = [json.dumps({"key": "a", "file": "img/a.jpg", "caption": "A"}), "",
+             json.dumps({"key": "gone", "file": "img/missing.jpg", "caption": "B"}), "{broken json",
+             "   ", json.dumps([1, 2]), json.dumps({"key": "nocap", "file": "img/a.jpg"}),
+             json.dumps({"file": "img/a.jpg", "caption": "no key"})]
+    (root / "index.jsonl").write_text("\n".join(lines) + "\n")
+    return open_image_corpus(str(root), "jsonl", ImageCorpusOptions(image_path_column="file"))
+
+
+def _hostile_hf(root: Path):
+    datasets = pytest.importorskip("datasets")
+    feats = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": image_bytes(i, "PNG") if i != 1 else b"", "path": None} for i in range(7)],
+         "caption": [f"c{i}" if i != 2 else None for i in range(7)]}, features=feats)
+    ds.save_to_disk(str(root / "ds"))
+    return open_image_corpus(str(root / "ds"), "hf", ImageCorpusOptions(unit_size=4))
+
+
+def _describe(item) -> tuple:
+    if isinstance(item, SkipSample):
+        return ("skip", item.key, item.reason)
+    return ("ok", item.key, item.image, item.caption, item.source, json.dumps(item.meta, sort_keys=True))
+
+
+@pytest.mark.parametrize("build", [_hostile_folder, _hostile_wds, _hostile_parquet, _hostile_jsonl,
+                                   _hostile_hf], ids=["folder", "wds", "parquet", "jsonl", "hf"])
+def test_read_parts_interleave_to_read(tmp_path: Path, build):
+    corpus = build(tmp_path)
+    units = corpus.units()
+    assert units
+    skips_seen = 0
+    for unit in units:
+        whole = [_describe(x) for x in corpus.read(unit)]
+        skips_seen += sum(d[0] == "skip" for d in whole)
+        for n in (1, 2, 3, len(whole) + 2):
+            rebuilt: list = [None] * len(whole)
+            for part in range(n):
+                for k, item in enumerate(corpus.read_part(unit, part, n)):
+                    pos = part + k * n
+                    assert pos < len(whole), (unit.id, part, n, "part yields too much")
+                    rebuilt[pos] = _describe(item)
+            assert rebuilt == whole, (unit.id, n)
+    assert skips_seen > 0  # the corpus really was hostile
+
+
+def test_read_part_rejects_bad_part(tmp_path: Path):
+    corpus = _hostile_folder(tmp_path)
+    unit = corpus.units()[0]
+    for part, n in ((2, 2), (-1, 2), (0, 0)):
+        with pytest.raises(ValueError, match="out of range"):
+            list(corpus.read_part(unit, part, n))
+
+
+def test_folder_part_opens_only_its_own_files(tmp_path: Path):
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes(image_bytes(i))
+        (tmp_path / f"{i}.txt").write_text(f"c{i}")
+    corpus = open_image_corpus(str(tmp_path), "folder")
+    opened: list[str] = []
+    original = corpus._read
+    corpus._read = lambda path: opened.append(Path(path).stem) or original(path)
+    unit = corpus.units()[0]
+    keys = [s.key for s in corpus.read_part(unit, 1, 3)]
+    assert keys == ["1", "4"] and sorted(set(opened)) == ["1", "4"]
+
+
+def test_folder_file_vanished_after_listing_is_a_skip(tmp_path: Path):
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(image_bytes(i))
+        (tmp_path / f"{i}.txt").write_text(f"c{i}")
+    corpus = open_image_corpus(str(tmp_path), "folder")
+    unit = corpus.units()[0]
+    (tmp_path / "1.jpg").unlink()
+    (tmp_path / "2.txt").unlink()
+    got = [_describe(x)[:3] if isinstance(x, SkipSample) else ("ok", x.key) for x in corpus.read(unit)]
+    assert got == [("ok", "0"), ("skip", "1", "missing_image"), ("skip", "2", "missing_caption")]

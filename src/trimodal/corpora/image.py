@@ -5,6 +5,12 @@ Every reader implements `trimodal.jobs.protocol.Corpus`: it cuts its input into 
 Decoding happens later in the job's DataLoader workers, so a reader only rejects what it can
 see without decoding (missing or empty files, captions that are not UTF-8, unsafe archive
 names) as `SkipSample`, and never stops a unit for one bad sample.
+
+Every reader also has `read_part(unit, part, n_parts)`: exactly the entries of `read(unit)` at
+positions p with p % n_parts == part, in order. Job worker w of N calls it with (w, N) so that
+it opens, parses and copies only its own samples (a folder worker opens only its own files);
+interleaving the parts gives back `read(unit)`, which is what keeps job output independent of
+the worker count.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import json
 import logging
 import posixpath
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pyarrow.parquet as pq
 
@@ -56,6 +62,17 @@ class ImageCorpusOptions:
         require(self.unit_by in ("file", "row_group"),
                 f"unit_by must be 'file' or 'row_group', got {self.unit_by!r}")
         require(bool(self.caption_column), "caption_column must not be empty")
+
+
+def _everything(_: int) -> bool:
+    return True
+
+
+def _part(part: int, n_parts: int) -> Callable[[int], bool]:
+    """Which positions of a unit belong to part `part` of `n_parts` (round robin)."""
+    if n_parts < 1 or not 0 <= part < n_parts:
+        raise ValueError(f"part {part} out of range for {n_parts} parts")
+    return lambda i: i % n_parts == part
 
 
 def _skip(key: str, reason: str) -> SkipSample:
@@ -115,6 +132,9 @@ class FolderImageCorpus:
         self.options = options or ImageCorpusOptions()
         self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "folder"
         self.fs, self.root = url_to_fs(self.path)
+        # Plain `open` for local folders: fsspec's file wrapper costs more than reading a
+        # small JPEG, and a folder corpus is millions of small files.
+        self._local = "file" in _protocols(self.fs)
 
     def _groups(self) -> dict[str, dict[str, dict[str, str]]]:
         """dir -> key -> ext -> file path, for every file below the root."""
@@ -139,16 +159,32 @@ class FolderImageCorpus:
         return out
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        for key, files in unit.payload["samples"]:
+        return self._read_positions(unit, _everything)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[ImageText | SkipSample]:
+        for i, (key, files) in enumerate(unit.payload["samples"]):
+            if not keep(i):
+                continue  # not even opened: another worker's file
             image_path = next((files[e] for e in IMAGE_EXTENSIONS if e in files), None)
             image = self._read(image_path) if image_path else None
             caption = self._read(files["txt"]) if "txt" in files else None
             meta = _parse_meta(key, self._read(files["json"])) if "json" in files else {}
             yield _sample(key, image, caption, unit.source, meta)
 
-    def _read(self, path: str) -> bytes:
-        with self.fs.open(path, "rb") as f:
-            return f.read()
+    def _read(self, path: str) -> bytes | None:
+        """File bytes, or None if it vanished since the listing (a counted skip, not a crash)."""
+        try:
+            if self._local:
+                with open(path, "rb") as f:
+                    return f.read()
+            with self.fs.open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
 
 
 # --- img2dataset-style WebDataset tars --------------------------------------------------------
@@ -173,12 +209,25 @@ class WdsImageCorpus:
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _everything)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
+        """A tar streams in one pass, so every part reads the whole archive (and sees the
+        same corruption at the same place); only its own samples are built and yielded."""
+        return self._read_positions(unit, _part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[ImageText | SkipSample]:
         path = unit.payload["path"]
         import tarfile
 
+        position = 0
         try:
             with self.fs.open(path, "rb") as f:
                 for group in iter_tar_groups(f, path):
+                    position += 1
+                    if not keep(position - 1):
+                        continue
                     if group.unsafe:
                         yield _skip(group.key, UNSAFE_MEMBER_NAME)
                         continue
@@ -186,9 +235,10 @@ class WdsImageCorpus:
                     meta = _parse_meta(group.key, group.files.get("json"))
                     yield _sample(group.key, image, group.files.get("txt"), unit.source, meta)
         except (tarfile.TarError, EOFError, OSError) as err:
-            log.warning("%s: archive is corrupt or truncated (%s); kept the samples before it",
-                        path, err)
-            yield _skip(unit.id, CORRUPT_ARCHIVE)
+            if keep(position):
+                log.warning("%s: archive is corrupt or truncated (%s); kept the samples before it",
+                            path, err)
+                yield _skip(unit.id, CORRUPT_ARCHIVE)
 
 
 # --- parquet and jsonl ------------------------------------------------------------------------
@@ -272,9 +322,17 @@ class ParquetImageCorpus(_TableReading):
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _everything)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[ImageText | SkipSample]:
         path = unit.payload["path"]
         base_dir = posixpath.dirname(path)
         stem = posixpath.basename(path).removesuffix(".parquet")
+        position = 0
         with self.fs.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
             groups = [unit.payload["row_group"]] if "row_group" in unit.payload \
@@ -287,8 +345,10 @@ class ParquetImageCorpus(_TableReading):
                                   f"{pf.schema_arrow.names} (set the column options)")
             for g in groups:
                 for row in pf.read_row_group(g).to_pylist():
-                    yield self._row_sample(row, f"{stem}:{row_index}", base_dir, unit.source)
+                    if keep(position):
+                        yield self._row_sample(row, f"{stem}:{row_index}", base_dir, unit.source)
                     row_index += 1
+                    position += 1
 
     def _needed_columns(self) -> list[str]:
         o = self.options
@@ -313,12 +373,24 @@ class JsonlImageCorpus(_TableReading):
                          self.name, {"path": f}) for f in files]
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _everything)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[ImageText | SkipSample]:
+        """Positions count non-blank lines (each yields a sample or a skip)."""
         path = unit.payload["path"]
         base_dir = posixpath.dirname(path)
         stem = posixpath.basename(path).removesuffix(".jsonl")
+        position = 0
         with self.fs.open(path, "rb") as fh:
             for i, line in enumerate(fh):
                 if not line.strip():
+                    continue
+                position += 1
+                if not keep(position - 1):
                     continue
                 default_key = f"{stem}:{i}"
                 try:
@@ -388,12 +460,21 @@ class HFImageCorpus(_TableReading):
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _everything)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
+        return self._read_positions(unit, _part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[ImageText | SkipSample]:
         ds = self._load()[unit.payload["split"]]
         start, stop = unit.payload["start"], unit.payload["stop"]
         base_dir = self.root
         prefix = f"{unit.payload['split']}:" if unit.payload["split"] else ""
         chunk = ds[start:stop]
         for j in range(stop - start):
+            if not keep(j):
+                continue
             row = {c: chunk[c][j] for c in chunk}
             yield self._row_sample(row, f"{prefix}{start + j}", base_dir, unit.source)
 
@@ -402,6 +483,11 @@ class HFImageCorpus(_TableReading):
         state = dict(self.__dict__)
         state["_datasets"] = None
         return state
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    p = fs.protocol
+    return (p,) if isinstance(p, str) else tuple(p)
 
 
 def open_image_corpus(path: str, fmt: str, options: ImageCorpusOptions | None = None):

@@ -65,11 +65,17 @@ def open_image(data: bytes, key: str) -> Image.Image:
 
 @dataclass
 class PreparedImage:
-    """What a worker hands to `ImageEncoder.encode` for one sample."""
+    """What a worker hands to `ImageEncoder.encode` for one sample.
+
+    Pixels are a numpy array, not a tensor: a tensor leaving a DataLoader worker gets its own
+    shared-memory file and a socket hand-over in the main process (about a millisecond per
+    sample, as much as decoding it), while an array is copied through the pipe in tens of
+    microseconds.
+    """
 
     key: str
     source: str
-    pixels: torch.Tensor  # float32 [3, H, W] in [-1, 1]
+    pixels: np.ndarray  # float32 [3, H, W] in [-1, 1]
     text_ids: np.ndarray  # int32
 
 
@@ -101,7 +107,7 @@ class ImageEncoder:
         if not isinstance(sample, ImageText):
             raise SkipSample(getattr(sample, "key", "?"), WRONG_SAMPLE_TYPE)
         img = open_image(sample.image, sample.key)
-        pixels = preprocess(img, self.image_size, self.crop_policy)
+        pixels = preprocess(img, self.image_size, self.crop_policy).numpy()
         text_ids = self.text_tokenizer.encode([sample.caption])[0]
         return PreparedImage(sample.key, sample.source, pixels, np.asarray(text_ids, np.int32))
 
@@ -110,7 +116,7 @@ class ImageEncoder:
             return []
         device = torch.device(device)
         self._move_to(device)
-        pixels = torch.stack([p.pixels for p in prepared])
+        pixels = torch.from_numpy(np.stack([np.asarray(p.pixels, dtype=np.float32) for p in prepared]))
         if device.type == "cuda":
             pixels = pixels.pin_memory() if not pixels.is_pinned() else pixels
         pixels = pixels.to(device, non_blocking=True)

@@ -485,6 +485,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from trimodal.config import ConfigError
+    from trimodal.mdm_core.checkpoint import CheckpointError
     from trimodal.mdm_core.config import load_train_config
     from trimodal.mdm_core.trainer import run
     from trimodal.packing.vocab import VocabError
@@ -493,7 +494,7 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         cfg = load_train_config(args.config, args.overrides)
         result = run(cfg)
-    except (ConfigError, VocabError, ShardError) as err:
+    except (ConfigError, VocabError, ShardError, CheckpointError) as err:
         print(f"trimodal train: {err}", file=sys.stderr)
         return 2
     log.info("training finished at step %d; run folder %s", result.step, cfg.out_dir)

@@ -151,3 +151,23 @@ def test_cli_train_from_yaml_with_overrides(tmp_path):
     assert saved["masking"]["anti_masking"] is True and saved["optim"]["betas"] == [0.9, 0.99]
     assert any("eval/elbo" in line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
     assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "optim.lrr=1"]) == 2
+
+
+def test_cli_train_reports_a_damaged_checkpoint(tmp_path, capsys):
+    import yaml
+
+    from trimodal.cli import main
+
+    vocab = tiny_vocab()
+    shards = str(tmp_path / "shards")
+    _write_tiny_shards(shards, vocab, tiny_tokens(n=8))
+    cfg = {"model": {"d_model": 16, "n_layers": 1, "n_heads": 2, "max_len": 32},
+           "data": {"train": shards, "batch_size": 4, "num_workers": 0},
+           "out_dir": str(tmp_path / "run"), "max_steps": 1, "progress": False, "device": "cpu"}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 0
+    state = Path(latest_checkpoint(str(tmp_path / "run"))) / "state.pt"
+    state.write_bytes(b"not a checkpoint")
+    assert main(["train", "--config", str(tmp_path / "cfg.yaml"), "max_steps=2"]) == 2
+    err = capsys.readouterr().err
+    assert "trimodal train:" in err and "state.pt" in err

@@ -18,6 +18,12 @@ Design (the why is in docs/shards.md, "Exact resume"):
   but unconsumed batches never count. The DataLoader serves workers round-robin; on resume
   the worker that would have been served next is made worker 0 (logical id = (id + rotation)
   % num_workers), so the batch order continues exactly.
+* **Batches, not samples.** Shards are read whole (mmap when local) and indexed with numpy
+  (tario.index_shard); a slot's draws for a whole batch run in one loop (`_Slot.take`) and
+  the rows are copied once, straight into the batch, where the vocabulary check runs while
+  they are in cache. Workers write batches into a per-worker shared-memory ring (`_Ring`) and
+  send only keys, a lazy meta blob and the state. meta.json, tasks, modality ids and the pad
+  mask are decoded/derived only when a consumer asks (the trainer reads only the tokens).
 * **Bad shards** (missing, truncated, corrupt) and bad samples are skipped with a logged
   warning; their positions still count, so the state stays exact.
 """

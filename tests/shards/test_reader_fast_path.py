@@ -259,3 +259,23 @@ def test_manifest_counts_still_match_index(tmp_path, vocab):
     for entry in m.shards:
         index = index_shard((tmp_path / "set" / entry.name).read_bytes(), entry.name, _decoder(vocab))
         assert len(index.samples) == entry.samples and not index.errors
+
+
+def test_ring_waits_for_the_consumer_and_stops():
+    import threading
+    from trimodal.shards.reader import _Ring
+    ring = _Ring(num_workers=2, slots=2, batch_size=3, length=L)
+    for seq in (0, 1):
+        ring.slot(1, seq)[:] = seq + 1
+    got = {}
+    t = threading.Thread(target=lambda: got.setdefault("slot", ring.slot(1, 2)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # slot 0 still holds batch 0: the worker must wait
+    first = ring.release(1, 0, 3)
+    t.join(5)
+    assert not t.is_alive() and got["slot"] is not None
+    assert first.dtype == np.int64 and (first == 1).all()
+    assert ring.slot(0, 0) is not None  # other workers have their own slots
+    ring.stop[0] = 1
+    assert ring.slot(1, 5) is None  # consumer gone: no wait

@@ -546,6 +546,8 @@ class ShardDataset(IterableDataset):
             refs, sources = slot.take(batch_size)
             if ring is not None:
                 full = ring.slot(worker, seq)
+                if full is None:
+                    return
             else:
                 full = np.empty((batch_size, length), dtype=np.int32)
             while True:
@@ -709,22 +711,28 @@ class _Ring:
     memory segment (measured ~2 ms for a 256 KiB batch here, more than reading its samples);
     pickling a numpy array copies it through a pipe. Here each worker writes batch n into its
     slot n % slots and sends only (worker, n, rows); the main process copies the rows out and
-    marks the batch consumed. The DataLoader keeps at most prefetch_factor * num_workers
-    batches in flight, so with more slots than that a worker never waits; the wait below is
-    a guard, not a code path.
+    marks the batch consumed. The DataLoader serves workers round-robin with prefetch_factor
+    requests each in flight (one more while the main process takes a batch), so prefetch_factor
+    + 2 slots per worker are enough in steady state. When one worker gets more requests (the
+    others finished their slices), it waits for the main process to take its older batches,
+    which are already made, so the wait always ends; `stop` ends it when the consumer quits.
     """
 
     def __init__(self, num_workers: int, slots: int, batch_size: int, length: int):
         self.slots = slots
         self.rows = torch.empty((num_workers, slots, batch_size, length), dtype=torch.int32).share_memory_()
         self.done = torch.zeros(num_workers, dtype=torch.int64).share_memory_()  # batches consumed
+        self.stop = torch.zeros(1, dtype=torch.int64).share_memory_()
 
-    def slot(self, worker: int, seq: int) -> np.ndarray:
+    def slot(self, worker: int, seq: int) -> np.ndarray | None:
+        """Batch `seq`'s slot, once the main process has taken what was there; None: stopping."""
         deadline = time.monotonic() + _RING_WAIT_S
         while seq - int(self.done[worker]) >= self.slots:
+            if int(self.stop[0]):
+                return None
             if time.monotonic() > deadline:
                 raise ShardError(f"shared batch ring: worker {worker} waited {_RING_WAIT_S}s for a free slot")
-            time.sleep(0.001)
+            time.sleep(0.0005)
         return self.rows[worker, seq % self.slots].numpy()
 
     def release(self, worker: int, seq: int, rows: int) -> np.ndarray:
@@ -816,8 +824,7 @@ class ShardLoader:
         collate_fn = Collate(ds.vocab)
         ring = None
         if self.num_workers:
-            in_flight = (self.prefetch_factor or 2) * self.num_workers
-            ring = _Ring(self.num_workers, in_flight + 2, self.batch_size, ds.length)
+            ring = _Ring(self.num_workers, (self.prefetch_factor or 2) + 2, self.batch_size, ds.length)
             raws: Iterator[RawBatch] = iter(DataLoader(
                 _BatchStream(ds, self.batch_size, self.drop_last, ring), batch_size=None,
                 num_workers=self.num_workers, collate_fn=_identity, pin_memory=False,
@@ -836,6 +843,8 @@ class ShardLoader:
                 yield batch
         finally:
             ds._managed = False
+            if ring is not None:
+                ring.stop[0] = 1
         if not ds.config.infinite:
             ds.end_epoch()
 

@@ -279,3 +279,31 @@ def test_ring_waits_for_the_consumer_and_stops():
     assert ring.slot(0, 0) is not None  # other workers have their own slots
     ring.stop[0] = 1
     assert ring.slot(1, 5) is None  # consumer gone: no wait
+
+
+@pytest.mark.parametrize("rows_per_item", [10, 15])
+def test_resume_inside_a_workers_hand_over(tmp_path, vocab, monkeypatch, rows_per_item):
+    """Workers hand over groups of batches; a cut inside a group resumes with its rest."""
+    from trimodal.shards import reader
+    monkeypatch.setattr(reader, "_ITEM_ROWS", rows_per_item)  # 2 or 3 batches of 5 per hand-over
+    url = str(tmp_path / "set")
+    write_set(url, vocab, 47, per_shard=6)
+    cfg = ReaderConfig(seed=4, shuffle_buffer=5, infinite=True)
+
+    def run(n, state=None):
+        loader = make_loader(ShardDataset([url], vocab, L, cfg), batch_size=5, num_workers=2)
+        if state:
+            loader.load_state_dict(state)
+        out = []
+        for b in loader:
+            out.append(list(b.keys))
+            if len(out) == n:
+                break
+        return out, loader.state_dict()
+
+    full, _ = run(16)
+    for cut in (1, 2, 3, 5, 8):
+        head, state = run(cut)
+        assert head == full[:cut]
+        tail, _ = run(16 - cut, state)
+        assert head + tail == full, cut

@@ -57,6 +57,8 @@ _DRAW_CHUNK = 4096
 _MAX_SAMPLE_WARNINGS = 3
 #: How long a worker waits for a free shared batch slot before giving up (never, normally).
 _RING_WAIT_S = 60.0
+#: Rows per DataLoader hand-over when batches are small (see batches_per_item).
+_ITEM_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -445,6 +447,8 @@ class _WorkerState:
     draws: int = 0
     sources: list[list[int]] = field(default_factory=list)  # [[epoch, pos, dead], ...]
     skipped: int = 0
+    #: Batches still to come in the hand-over (group of batches) the last consumed one was in.
+    item_left: int = 0
 
 
 class ShardDataset(IterableDataset):
@@ -572,12 +576,16 @@ class ShardDataset(IterableDataset):
             seq += 1
 
     # --- state ----------------------------------------------------------------------------
-    def record(self, state: tuple, num_workers: int) -> None:
-        """Note that the consumer has taken everything up to the sample/batch with `state`."""
+    def record(self, state: tuple, num_workers: int, item_left: int = 0) -> None:
+        """Note that the consumer has taken everything up to the sample/batch with `state`.
+
+        item_left > 0: more batches of the same worker's hand-over follow, so that worker (not
+        the next one) is served first on resume, with a hand-over of just those batches.
+        """
         logical, draws, positions, skipped = state
         self.num_workers = num_workers
-        self.workers[logical] = _WorkerState(draws, [list(p) for p in positions], skipped)
-        self.next_worker = (logical + 1) % num_workers
+        self.workers[logical] = _WorkerState(draws, [list(p) for p in positions], skipped, item_left)
+        self.next_worker = logical if item_left else (logical + 1) % num_workers
 
     def end_epoch(self) -> None:
         self.epoch += 1
@@ -599,7 +607,8 @@ class ShardDataset(IterableDataset):
             "weights": [float(x) for x in self.weights],
             "rank": rank, "world_size": world, "num_workers": self.num_workers,
             "epoch": self.epoch, "next_worker": self.next_worker,
-            "workers": {str(k): {"draws": v.draws, "sources": v.sources, "skipped": v.skipped}
+            "workers": {str(k): {"draws": v.draws, "sources": v.sources, "skipped": v.skipped,
+                                 "item_left": v.item_left}
                         for k, v in sorted(self.workers.items())},
         }
 
@@ -622,7 +631,7 @@ class ShardDataset(IterableDataset):
         self.epoch = int(state["epoch"])
         self.next_worker = int(state["next_worker"])
         self.workers = {int(k): _WorkerState(int(v["draws"]), [list(map(int, p)) for p in v["sources"]],
-                                             int(v.get("skipped", 0)))
+                                             int(v.get("skipped", 0)), int(v.get("item_left", 0)))
                         for k, v in state["workers"].items()}
 
     @property
@@ -702,6 +711,7 @@ class RawBatch:
     meta: Sequence[dict]
     state: tuple | None = None
     ring: tuple[int, int, int] | None = None  # (worker id, batch number, rows)
+    more: int = 0  # batches after this one in the same hand-over
 
 
 class _Ring:
@@ -746,15 +756,45 @@ def _identity(x):
     return x
 
 
+def batches_per_item(batch_size: int) -> int:
+    """Batches a worker hands over at once: each DataLoader hand-over costs ~0.1 ms of queue
+    work and process wake-ups whatever it carries, so small batches travel in groups of about
+    _ITEM_ROWS rows (one batch each when batches are that large)."""
+    return max(1, _ITEM_ROWS // batch_size)
+
+
 class _BatchStream(IterableDataset):
-    """The dataset as a stream of ready batches, for a DataLoader with batch_size=None."""
+    """The dataset as a stream of groups of ready batches, for a DataLoader with batch_size=None.
+
+    A resumed worker whose last group was only partly consumed first sends the rest of that
+    group, so groups (and with them the round-robin order) line up with an uninterrupted run.
+    """
 
     def __init__(self, ds: "ShardDataset", batch_size: int, drop_last: bool, ring: _Ring | None):
         super().__init__()
         self.ds, self.batch_size, self.drop_last, self.ring = ds, batch_size, drop_last, ring
 
-    def __iter__(self) -> Iterator[RawBatch]:
-        return self.ds.iter_raw_batches(self.batch_size, self.drop_last, self.ring)
+    def __iter__(self) -> Iterator[list[RawBatch]]:
+        ds = self.ds
+        info = get_worker_info()
+        n_workers, worker_id = (1, 0) if info is None else (info.num_workers, info.id)
+        saved = ds.workers.get((worker_id + ds.next_worker) % n_workers)
+        per_item = batches_per_item(self.batch_size)
+        size = saved.item_left if saved and saved.item_left else per_item
+        group: list[RawBatch] = []
+        for raw in ds.iter_raw_batches(self.batch_size, self.drop_last, self.ring):
+            group.append(raw)
+            if len(group) == size:
+                yield _close(group)
+                group, size = [], per_item
+        if group:
+            yield _close(group)
+
+
+def _close(group: list[RawBatch]) -> list[RawBatch]:
+    for i, raw in enumerate(group):
+        raw.more = len(group) - 1 - i
+    return group
 
 
 class Collate:
@@ -824,12 +864,15 @@ class ShardLoader:
         collate_fn = Collate(ds.vocab)
         ring = None
         if self.num_workers:
-            ring = _Ring(self.num_workers, (self.prefetch_factor or 2) + 2, self.batch_size, ds.length)
-            raws: Iterator[RawBatch] = iter(DataLoader(
+            # per worker: the group being filled + prefetch_factor groups in flight + one more
+            slots = ((self.prefetch_factor or 2) + 2) * batches_per_item(self.batch_size)
+            ring = _Ring(self.num_workers, slots, self.batch_size, ds.length)
+            groups = DataLoader(
                 _BatchStream(ds, self.batch_size, self.drop_last, ring), batch_size=None,
                 num_workers=self.num_workers, collate_fn=_identity, pin_memory=False,
                 prefetch_factor=self.prefetch_factor, persistent_workers=False,
-                multiprocessing_context=self.multiprocessing_context))
+                multiprocessing_context=self.multiprocessing_context)
+            raws: Iterator[RawBatch] = (raw for group in groups for raw in group)
         else:
             raws = ds.iter_raw_batches(self.batch_size, self.drop_last)
         n = max(1, self.num_workers)
@@ -839,7 +882,7 @@ class ShardLoader:
                 if self.pin_memory:
                     batch = batch.pin_memory()
                 if batch.state is not None:
-                    ds.record(batch.state, n)
+                    ds.record(batch.state, n, raw.more)
                 yield batch
         finally:
             ds._managed = False

@@ -166,9 +166,9 @@ def main() -> None:
         write_corpora(root / "one_batch", samples[:args.batch_size], n_tars=1)
         pixels = torch.stack([preprocess(open_image(d, k), args.image_size, "center_crop")
                               for k, d, _ in samples[:args.bare_images]])
-        # One untimed job first: it pays the once-per-process costs (the pyarrow.parquet import,
-        # ~0.7 s) that a real job pays once for millions of images; the bare side gets its
-        # warm-up batch too.
+        # One untimed job first: it pays the once-per-process costs (the first table write
+        # imports pandas through pyarrow, 0.25-0.7 s) that a real job pays once for millions of
+        # images; the bare side gets its warm-up batch too.
         job_run(root / "one_batch" / "folder", "folder", root / "warmup", encoder, args,
                 args.batch_size, device)
         run = 0

@@ -18,8 +18,8 @@ And the parts that bound the reader (see docs/shards.md, "Reader throughput"):
 
 * `worker_side`: the batches a worker makes, in-process (index + draws + row copy), no IPC.
 * `open_shards`: mapping the shard files (mmap with MAP_POPULATE), nothing else.
-* `ipc_floor`: one DataLoader worker sending batch-sized messages with no token work:
-  what the hand-over of one batch costs (keys, lazy meta blob, state; tokens in shared memory).
+* `ipc_floor`: one DataLoader worker handing over what the reader hands over (groups of
+  batches of keys, lazy meta blob, state; tokens stay in the shared ring) with no token work.
 
 Rates are tokens/s (L tokens per sample); ratios are against `raw_read`. Each figure is the
 best of --repeats runs; `spread` is (median - best) / best. Goal: reader_1_workers >= 0.5x.
@@ -49,7 +49,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from trimodal.packing.layout import PackedSequence
 from trimodal.packing.vocab import Vocab
 from trimodal.shards import ReaderConfig, ShardDataset, WriterConfig, make_loader, write_shards
-from trimodal.shards.reader import JsonRows, RawBatch, _open_shard
+from trimodal.shards.reader import JsonRows, RawBatch, _open_shard, batches_per_item
 
 
 def synthetic(vocab: Vocab, n: int, length: int, seed: int):
@@ -123,23 +123,29 @@ def worker_side(url: str, vocab: Vocab, length: int, batch_size: int, buffer: in
 
 
 class _Messages(IterableDataset):
-    """Batch-sized hand-over messages without the token work (tokens would be in the ring)."""
+    """The reader's hand-overs (groups of batches_per_item batches) without the token work
+    (tokens would be in the shared ring)."""
 
     def __init__(self, n: int, batch_size: int):
         super().__init__()
         self.n, self.batch_size = n, batch_size
 
     def __iter__(self):
-        keys = [f"shard-000000_{i:07d}" for i in range(self.batch_size)]
-        meta = JsonRows.of([b'{"task":"text","spans":[["text",0,2048]],"keys":["doc1"]}'] * self.batch_size)
-        for i in range(self.n):
-            yield RawBatch(None, [], keys, ["set"] * self.batch_size, meta, (0, i, ((0, i, 0),), 0), (0, i, 32))
+        B = self.batch_size
+        keys = [f"shard-000000_{i:07d}" for i in range(B)]
+        meta = JsonRows.of([b'{"task":"text","spans":[["text",0,2048]],"keys":["doc1"]}'] * B)
+        k = batches_per_item(B)
+        for i in range(0, self.n, k):
+            yield [RawBatch(None, [], keys, ["set"] * B, meta, (0, j, ((0, j, 0),), 0), (0, j, B), k - 1 - (j - i))
+                   for j in range(i, min(i + k, self.n))]
 
 
 def ipc_floor(batches: int, batch_size: int) -> float:
-    loader = DataLoader(_Messages(batches, batch_size), batch_size=None, num_workers=1, collate_fn=lambda x: x)
+    """Seconds to hand over `batches` batches after the first hand-over (worker start-up)."""
+    loader = DataLoader(_Messages(batches + batches_per_item(batch_size), batch_size), batch_size=None,
+                        num_workers=1, collate_fn=lambda x: x)
     it = iter(loader)
-    next(it)  # worker start-up is not part of the per-batch cost
+    next(it)
     t0 = time.perf_counter()
     for _ in it:
         pass
@@ -192,7 +198,7 @@ def main() -> None:
         runs["worker_side"] = best_of(lambda: worker_side(url, vocab, args.length, B, args.shuffle_buffer), R)
         runs["open_shards"] = best_of(lambda: open_shards(paths), R)
         n_batches = -(-args.samples // B)
-        runs["ipc_floor"] = best_of(lambda: ipc_floor(n_batches + 1, B), R)
+        runs["ipc_floor"] = best_of(lambda: ipc_floor(n_batches, B), R)
 
     t_raw = runs["raw_read"][0]
     results = {name: {"seconds": t, "spread": spread, "tokens_per_s": total_tokens / t,

@@ -104,7 +104,9 @@ def test_job_same_tables_for_any_worker_count(tmp_path: Path):
 
 def test_encoder_threads_default_and_override():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert encoder_threads(JobConfig(out="x", workers=1), cpu, cores=8) == 8
+    assert encoder_threads(JobConfig(out="x", workers=1), cpu, cores=8, current=8) == 8  # none held back
+    assert encoder_threads(JobConfig(out="x", workers=2), cpu, cores=4, current=16) == 4  # capped
+    assert encoder_threads(JobConfig(out="x", workers=2), cpu, cores=16, current=6) == 6  # user's choice
     assert encoder_threads(JobConfig(out="x", workers=1, threads=3), cpu, cores=8) == 3
     assert encoder_threads(JobConfig(out="x"), cuda, cores=8) is None
     with pytest.raises(Exception, match="threads"):

@@ -730,7 +730,14 @@ class _Ring:
 
     def __init__(self, num_workers: int, slots: int, batch_size: int, length: int):
         self.slots = slots
-        self.rows = torch.empty((num_workers, slots, batch_size, length), dtype=torch.int32).share_memory_()
+        shape = (num_workers, slots, batch_size, length)
+        try:
+            self.rows = torch.empty(shape, dtype=torch.int32).share_memory_()
+        except RuntimeError as err:
+            mib = int(np.prod(shape)) * 4 / 2**20
+            raise ShardError(f"shared batch ring of {mib:.0f} MiB could not be allocated ({err}); give the "
+                             "process more shared memory (/dev/shm, docker --shm-size) or use fewer "
+                             "workers / a smaller prefetch_factor") from None
         self.done = torch.zeros(num_workers, dtype=torch.int64).share_memory_()  # batches consumed
         self.stop = torch.zeros(1, dtype=torch.int64).share_memory_()
 

@@ -23,6 +23,7 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trimodal.config import ConfigError, require
@@ -344,11 +345,13 @@ class ParquetImageCorpus(_TableReading):
                 raise ConfigError(f"{path}: missing column(s) {sorted(missing)}; have "
                                   f"{pf.schema_arrow.names} (set the column options)")
             for g in groups:
-                for row in pf.read_row_group(g).to_pylist():
-                    if keep(position):
-                        yield self._row_sample(row, f"{stem}:{row_index}", base_dir, unit.source)
-                    row_index += 1
-                    position += 1
+                table = pf.read_row_group(g)
+                # Only this part's rows become Python objects (image bytes are most of a row).
+                mine = [j for j in range(table.num_rows) if keep(position + j)]
+                for j, row in zip(mine, table.take(pa.array(mine, pa.int64())).to_pylist()):
+                    yield self._row_sample(row, f"{stem}:{row_index + j}", base_dir, unit.source)
+                row_index += table.num_rows
+                position += table.num_rows
 
     def _needed_columns(self) -> list[str]:
         o = self.options
@@ -471,11 +474,12 @@ class HFImageCorpus(_TableReading):
         start, stop = unit.payload["start"], unit.payload["stop"]
         base_dir = self.root
         prefix = f"{unit.payload['split']}:" if unit.payload["split"] else ""
-        chunk = ds[start:stop]
-        for j in range(stop - start):
-            if not keep(j):
-                continue
-            row = {c: chunk[c][j] for c in chunk}
+        mine = [j for j in range(stop - start) if keep(j)]
+        if not mine:
+            return
+        chunk = ds[start:stop] if len(mine) == stop - start else ds[[start + j for j in mine]]
+        for k, j in enumerate(mine):
+            row = {c: chunk[c][k] for c in chunk}
             yield self._row_sample(row, f"{prefix}{start + j}", base_dir, unit.source)
 
     def __getstate__(self) -> dict[str, Any]:

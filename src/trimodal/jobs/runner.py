@@ -129,7 +129,7 @@ def encoder_threads(config: JobConfig, device: torch.device, cores: int | None =
     back for the workers (not cores - workers): decoding and resizing a sample costs a few
     percent of encoding it (0.6 ms vs ~27 CPU-ms for the 64 px fsq-f8 image tokenizer), so the
     workers mostly sleep and a reserved core would mostly idle. Measured on 2 cores: the bare
-    encoder does 35-42 images/s on 1 thread, 66-73 on 2.
+    encoder does 35-42 images/s on 1 thread, 59-73 on 2.
     """
     if device.type != "cpu":
         return None

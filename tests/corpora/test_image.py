@@ -186,6 +186,31 @@ def test_jsonl_reader_paths_and_base64(tmp_path: Path):
     assert skips == Counter(bad_record=1)
 
 
+def test_path_column_naming_a_fifo_is_a_missing_image_not_a_hang(tmp_path: Path):
+    import os
+
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this platform")
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.jpg").write_bytes(image_bytes(1))
+    os.mkfifo(tmp_path / "img" / "pipe.jpg")  # opening it for reading would block forever
+    lines = [json.dumps({"key": k, "file": f"img/{k}.jpg", "caption": k}) for k in ("a", "pipe")]
+    (tmp_path / "index.jsonl").write_text("\n".join(lines) + "\n")
+    corpus = open_image_corpus(str(tmp_path), "jsonl", ImageCorpusOptions(image_path_column="file"))
+    ok, skips, _ = read_all(corpus)
+    assert [s.key for s in ok] == ["a"] and skips == Counter(missing_image=1)
+
+
+@pytest.mark.parametrize("unit_by", ["file", "row_group"])
+def test_a_file_that_is_not_parquet_is_named_before_any_work(tmp_path: Path, unit_by: str):
+    pq.write_table(pa.table({"jpg": [image_bytes(0)], "text": ["a"]}), tmp_path / "good.parquet")
+    (tmp_path / "fake.parquet").write_bytes(b"PAR1 but not really")
+    corpus = open_image_corpus(str(tmp_path), "parquet",
+                               ImageCorpusOptions(image_column="jpg", caption_column="text", unit_by=unit_by))
+    with pytest.raises(ConfigError, match=r"fake\.parquet: not a readable parquet file"):
+        corpus.units()
+
+
 def test_hf_reader_image_feature(tmp_path: Path):
     datasets = pytest.importorskip("datasets")
     feats = datasets.Features({"image": datasets.Image(), "caption": datasets.Value("string")})

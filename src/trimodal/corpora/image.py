@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
     BAD_CAPTION_ENCODING, BAD_RECORD, CORRUPT_ARCHIVE, EMPTY_IMAGE, MISSING_CAPTION,
-    MISSING_IMAGE, UNSAFE_MEMBER_NAME, decode_caption, iter_tar_groups, list_files, split_key,
-    unit_id_from, url_to_fs,
+    MISSING_IMAGE, UNSAFE_MEMBER_NAME, decode_caption, is_regular_path, iter_tar_groups, list_files,
+    split_key, unit_id_from, url_to_fs,
 )
 from trimodal.corpora.samples import ImageText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -277,11 +277,15 @@ class _TableReading:
             if not rel:
                 return _skip(key, MISSING_IMAGE)
             full = rel if rel.startswith("/") or "://" in rel else posixpath.join(base_dir, rel)
-            try:
-                with self.fs.open(full, "rb") as f:
-                    image: bytes | None | SkipSample = f.read()
-            except (FileNotFoundError, IsADirectoryError):
-                image = None
+            image: bytes | None | SkipSample = None
+            # Only regular files: a FIFO named in a table would block the worker, a link to
+            # /dev/zero would fill memory.
+            if is_regular_path(self.fs, full):
+                try:
+                    with self.fs.open(full, "rb") as f:
+                        image = f.read()
+                except (FileNotFoundError, IsADirectoryError):
+                    image = None
         else:
             image = _image_field(key, row.get(o.image_column))
         if isinstance(image, SkipSample):
@@ -312,11 +316,16 @@ class ParquetImageCorpus(_TableReading):
         for f in files:
             rel = posixpath.relpath(f, self.root) if f != self.root else posixpath.basename(f)
             stem = rel.removesuffix(".parquet")
+            # Every file's footer is read up front, so a file that is not parquet stops the job
+            # before any work with a message naming it (not halfway, from a worker).
+            try:
+                with self.fs.open(f, "rb") as fh:
+                    n_groups = pq.ParquetFile(fh).num_row_groups
+            except (OSError, pa.ArrowException) as err:
+                raise ConfigError(f"{f}: not a readable parquet file ({err})") from err
             if self.options.unit_by == "file":
                 units.append(WorkUnit(unit_id_from(self.name, stem), self.name, {"path": f}))
                 continue
-            with self.fs.open(f, "rb") as fh:
-                n_groups = pq.ParquetFile(fh).num_row_groups
             for g in range(n_groups):
                 units.append(WorkUnit(unit_id_from(self.name, stem, f"rg{g:05d}"), self.name,
                                       {"path": f, "row_group": g}))
@@ -335,7 +344,10 @@ class ParquetImageCorpus(_TableReading):
         stem = posixpath.basename(path).removesuffix(".parquet")
         position = 0
         with self.fs.open(path, "rb") as fh:
-            pf = pq.ParquetFile(fh)
+            try:
+                pf = pq.ParquetFile(fh)
+            except (OSError, pa.ArrowException) as err:
+                raise ConfigError(f"{path}: not a readable parquet file ({err})") from err
             groups = [unit.payload["row_group"]] if "row_group" in unit.payload \
                 else range(pf.num_row_groups)
             row_index = sum(pf.metadata.row_group(g).num_rows for g in range(groups[0])) \

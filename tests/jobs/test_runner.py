@@ -85,6 +85,43 @@ def test_two_ranks_cover_all_without_overlap(tmp_path: Path):
     assert "samples ok" in format_summary(merged)
 
 
+def test_merged_report_survives_ranks_finishing_together(tmp_path: Path, monkeypatch):
+    """Rank 1 finishes between rank 0's merge and rank 0's write: the report must still end
+    up complete (before the fix, rank 0's stale merge landed on top of rank 1's)."""
+    import trimodal.jobs.runner as runner
+
+    make_folder(tmp_path / "corpus")
+    corpus = folder_corpus(tmp_path / "corpus")
+    out = tmp_path / "out"
+    run_job(corpus, ToyEncoder(), job(out, rank=1, world_size=2))
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    mine = {f"{u.id}.{ext}" for u in split_units(corpus.units(), 1, 2) for ext in ("parquet", "stats.json")}
+    for name in mine:  # rank 1 "has not finished yet"
+        (out / "tables" / name).rename(hidden / name)
+    (out / "report_rank1.json").rename(hidden / "report_rank1.json")
+
+    real_merge, calls = runner.merge_reports, []
+
+    def merge_then_rank1_finishes(*args, **kwargs):
+        merged = real_merge(*args, **kwargs)
+        calls.append(merged["units_with_output"])
+        if len(calls) == 1:  # rank 1 writes its files and its own complete report now
+            for name in mine:
+                (hidden / name).rename(out / "tables" / name)
+            (hidden / "report_rank1.json").rename(out / "report_rank1.json")
+            complete = real_merge(*args, **kwargs)
+            (out / "report.json").write_text(json.dumps(complete))
+        return merged
+
+    monkeypatch.setattr(runner, "merge_reports", merge_then_rank1_finishes)
+    run_job(corpus, ToyEncoder(), job(out, rank=0, world_size=2))
+    report = json.loads((out / "report.json").read_text())
+    assert calls[0] < len(corpus.units())  # the race did happen
+    assert report["units_with_output"] == len(corpus.units())
+    assert [r["rank"] for r in report["ranks"]] == [0, 1]
+
+
 def make_bad_corpus(root: Path) -> dict[str, int]:
     """Folder + tar with every kind of bad input; returns the expected skip counts."""
     folder = root / "folder"

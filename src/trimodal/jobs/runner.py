@@ -499,8 +499,7 @@ def run_job(corpus: Corpus, encoder: Encoder, config: JobConfig) -> dict[str, An
     report.seconds = time.perf_counter() - t0
     result = report.to_dict()
     _write_json(fs, _strip(fs, f"{out}/report_rank{rank}.json"), result)
-    merged = merge_reports(out, units_total=len(units))
-    _write_json(fs, _strip(fs, f"{out}/report.json"), merged)
+    write_merged_report(fs, out, len(units))
     log.info("rank %d: %d units encoded, %d already done, %d samples ok, %d skipped, %.1f items/s",
              rank, report.units_done, report.units_already_done, report.samples_ok,
              sum(report.skipped.values()), result["items_per_s"])
@@ -523,6 +522,25 @@ def _remove_stale_temps(fs: fsspec.AbstractFileSystem, out: str, unit_id: str) -
 
 
 # --- reports --------------------------------------------------------------------------------
+def write_merged_report(fs: fsspec.AbstractFileSystem, out: str, units_total: int,
+                        max_rounds: int = 8) -> dict[str, Any]:
+    """Refresh `<out>/report.json` until it agrees with what is on disk after the write.
+
+    Ranks that finish together race: rank A merges before rank B's files exist, B writes its
+    complete merge, then A's stale one lands on top. Re-reading after each write closes that:
+    a rank's last write is followed by a merge that equals it, so every file written before
+    that last merge (another rank's stats and report) is in the report a rank leaves."""
+    path = _strip(fs, f"{out}/report.json")
+    merged = merge_reports(out, units_total=units_total)
+    for _ in range(max_rounds):
+        _write_json(fs, path, merged)
+        again = merge_reports(out, units_total=units_total)
+        if again == merged:
+            break
+        merged = again
+    return merged
+
+
 def merge_reports(out: str, units_total: int | None = None) -> dict[str, Any]:
     """The job-wide report from every unit's stats and every rank's report found in `out`.
 

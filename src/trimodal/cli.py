@@ -146,6 +146,8 @@ def _add_job_args(p: argparse.ArgumentParser) -> None:
                    help="default: WORLD_SIZE or SLURM_NTASKS, else 1")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the encoder on CUDA")
+    p.add_argument("--threads", type=int, default=0,
+                   help="encoder threads on CPU (0: torch's setting, capped at the usable cores)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bars (batch logs)")
 
 
@@ -271,7 +273,7 @@ def _job_config(args: argparse.Namespace):
 
     return JobConfig(out=args.out, batch_size=args.batch_size, workers=args.workers,
                      rank=args.rank, world_size=args.world_size, device=args.device,
-                     progress=not args.no_progress)
+                     threads=args.threads, progress=not args.no_progress)
 
 
 def _run_job_and_report(corpus, encoder, args: argparse.Namespace) -> int:

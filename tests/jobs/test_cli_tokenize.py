@@ -30,7 +30,8 @@ def save_tokenizers(tmp_path: Path) -> tuple[str, str]:
     return img_path, txt_path
 
 
-def test_tokenize_image_and_text_cli(tmp_path: Path, capsys):
+def test_tokenize_image_and_text_cli(tmp_path: Path, capsys, caplog):
+    caplog.set_level("INFO", logger="trimodal")
     img_path, txt_path = save_tokenizers(tmp_path)
     (tmp_path / "wds").mkdir()
     for s in range(2):
@@ -55,9 +56,10 @@ def test_tokenize_image_and_text_cli(tmp_path: Path, capsys):
         "\n".join(json.dumps({"text": f"caption number {i}"}) for i in range(4)) + "\n")
     assert main(["tokenize", "text", "--corpus", str(tmp_path / "docs"), "--format", "jsonl",
                  "--text-tokenizer", txt_path, "--out", str(tmp_path / "tout"),
-                 "--workers", "0", "--no-progress"]) == 0
+                 "--workers", "0", "--threads", "1", "--no-progress"]) == 0
     rows = [r for p in (tmp_path / "tout" / "tables").glob("*.parquet") for r in read_table(str(p))]
     assert len(rows) == 4 and {r.task for r in rows} == {"text"}
+    assert "encoder uses 1 torch threads" in caplog.text
 
 
 def test_tokenize_cli_errors(tmp_path: Path, capsys):

@@ -159,3 +159,34 @@ def test_errors_name_the_problem(tmp_path: Path):
         open_audio_corpus(str(tmp_path / "empty"), "folder").units()
     with pytest.raises(ConfigError):
         AudioLimits(min_seconds=2, max_seconds=1)
+
+
+def _describe(item) -> tuple:
+    if isinstance(item, SkipSample):
+        return ("skip", item.key, item.reason)
+    return ("ok", item.key, item.audio, item.transcript)
+
+
+@pytest.mark.parametrize("fmt", ["folder", "wds"])
+def test_read_parts_interleave_to_read(tmp_path: Path, fmt: str):
+    """Worker w of N gets exactly the entries of read() at positions i % N == w, hostile
+    entries (bad names, missing halves, a file that is not a tar) included."""
+    if fmt == "folder":
+        make_bad_folder(tmp_path / "c")
+        corpus = open_audio_corpus(str(tmp_path / "c"), "folder", AudioCorpusOptions(unit_size=5))
+    else:
+        d = tmp_path / "c"
+        d.mkdir()
+        tar_with(d / "000.tar", [
+            ("s/000.flac", wav_bytes(tone(0.2), fmt="FLAC")), ("s/000.txt", b"hello"),
+            ("../evil.wav", wav_bytes(tone(0.2))), ("../evil.txt", b"x"),
+            ("s/001.wav", wav_bytes(tone(0.2))), ("s/002.txt", b"text only")])
+        (d / "001.tar").write_bytes(b"not a tar archive" * 40)
+        corpus = open_audio_corpus(str(d), "wds")
+    for unit in corpus.units():
+        whole = [_describe(x) for x in corpus.read(unit)]
+        for n in (1, 2, 3):
+            parts = [[_describe(x) for x in corpus.read_part(unit, p, n)] for p in range(n)]
+            assert parts == [whole[p::n] for p in range(n)]
+    with pytest.raises(ValueError, match="out of range"):
+        list(corpus.read_part(corpus.units()[0], 2, 2))

@@ -16,14 +16,14 @@ import logging
 import posixpath
 import tarfile
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
-    BAD_RECORD, CORRUPT_ARCHIVE, UNSAFE_MEMBER_NAME, is_regular_path, iter_tar_groups, list_files,
-    split_key, unit_id_from, url_to_fs,
+    BAD_RECORD, CORRUPT_ARCHIVE, UNSAFE_MEMBER_NAME, is_regular_path, iter_tar_groups, keep_all,
+    keep_part, list_files, split_key, unit_id_from, url_to_fs,
 )
 from trimodal.corpora.samples import AudioText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -173,7 +173,16 @@ class FolderAudioCorpus:
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[AudioText | SkipSample]:
-        for key, files in unit.payload["samples"]:
+        return self._read_positions(unit, keep_all)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[AudioText | SkipSample]:
+        return self._read_positions(unit, keep_part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[AudioText | SkipSample]:
+        for i, (key, files) in enumerate(unit.payload["samples"]):
+            if not keep(i):
+                continue  # another worker's files: not opened here
             audio_path = _first_audio(files)
             audio = self._read(audio_path) if audio_path else None
             text = self._read(files["txt"]) if "txt" in files else None
@@ -208,17 +217,31 @@ class WdsAudioCorpus:
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[AudioText | SkipSample]:
+        return self._read_positions(unit, keep_all)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[AudioText | SkipSample]:
+        """A tar streams in one pass, so every part reads the whole archive; only its own
+        samples are built (the audio bytes of the others are not kept)."""
+        return self._read_positions(unit, keep_part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[AudioText | SkipSample]:
         path = unit.payload["path"]
+        position = 0
         try:
             with self.fs.open(path, "rb") as f:
                 for group in iter_tar_groups(f, path):
+                    position += 1
+                    if not keep(position - 1):
+                        continue
                     if group.unsafe:
                         yield SkipSample(group.key, UNSAFE_MEMBER_NAME)
                         continue
                     yield _sample(group.key, _first_audio(group.files), group.files.get("txt"), unit.source)
         except (tarfile.TarError, EOFError, OSError) as err:
-            log.warning("%s: archive is corrupt or truncated (%s); kept the samples before it", path, err)
-            yield SkipSample(unit.id, CORRUPT_ARCHIVE)
+            if keep(position):
+                log.warning("%s: archive is corrupt or truncated (%s); kept the samples before it", path, err)
+                yield SkipSample(unit.id, CORRUPT_ARCHIVE)
 
 
 # --- Hugging Face datasets saved with save_to_disk --------------------------------------------

@@ -13,7 +13,7 @@ import re
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 import fsspec
 
@@ -148,3 +148,15 @@ def iter_tar_groups(fileobj: IO[bytes], where: str) -> Iterator[TarGroup]:
             current.files[ext] = extracted.read() if extracted is not None else b""
     if current is not None:
         yield current
+
+
+def keep_all(_: int) -> bool:
+    return True
+
+
+def keep_part(part: int, n_parts: int) -> Callable[[int], bool]:
+    """Which positions of a unit belong to part `part` of `n_parts` (round robin): what a
+    reader's `read_part` keeps, so DataLoader worker w touches only its own samples' files."""
+    if n_parts < 1 or not 0 <= part < n_parts:
+        raise ValueError(f"part {part} out of range for {n_parts} parts")
+    return lambda i: i % n_parts == part

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
     BAD_CAPTION_ENCODING, BAD_RECORD, CORRUPT_ARCHIVE, EMPTY_IMAGE, MISSING_CAPTION,
-    MISSING_IMAGE, UNSAFE_MEMBER_NAME, decode_caption, is_regular_path, iter_tar_groups, list_files,
-    split_key, unit_id_from, url_to_fs,
+    MISSING_IMAGE, UNSAFE_MEMBER_NAME, decode_caption, is_regular_path, iter_tar_groups, keep_all,
+    keep_part, list_files, split_key, unit_id_from, url_to_fs,
 )
 from trimodal.corpora.samples import ImageText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -63,17 +63,6 @@ class ImageCorpusOptions:
         require(self.unit_by in ("file", "row_group"),
                 f"unit_by must be 'file' or 'row_group', got {self.unit_by!r}")
         require(bool(self.caption_column), "caption_column must not be empty")
-
-
-def _everything(_: int) -> bool:
-    return True
-
-
-def _part(part: int, n_parts: int) -> Callable[[int], bool]:
-    """Which positions of a unit belong to part `part` of `n_parts` (round robin)."""
-    if n_parts < 1 or not 0 <= part < n_parts:
-        raise ValueError(f"part {part} out of range for {n_parts} parts")
-    return lambda i: i % n_parts == part
 
 
 def _skip(key: str, reason: str) -> SkipSample:
@@ -160,10 +149,10 @@ class FolderImageCorpus:
         return out
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _everything)
+        return self._read_positions(unit, keep_all)
 
     def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _part(part, n_parts))
+        return self._read_positions(unit, keep_part(part, n_parts))
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
@@ -210,12 +199,12 @@ class WdsImageCorpus:
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _everything)
+        return self._read_positions(unit, keep_all)
 
     def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
         """A tar streams in one pass, so every part reads the whole archive (and sees the
         same corruption at the same place); only its own samples are built and yielded."""
-        return self._read_positions(unit, _part(part, n_parts))
+        return self._read_positions(unit, keep_part(part, n_parts))
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
@@ -332,10 +321,10 @@ class ParquetImageCorpus(_TableReading):
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _everything)
+        return self._read_positions(unit, keep_all)
 
     def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _part(part, n_parts))
+        return self._read_positions(unit, keep_part(part, n_parts))
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
@@ -388,10 +377,10 @@ class JsonlImageCorpus(_TableReading):
                          self.name, {"path": f}) for f in files]
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _everything)
+        return self._read_positions(unit, keep_all)
 
     def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _part(part, n_parts))
+        return self._read_positions(unit, keep_part(part, n_parts))
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
@@ -475,10 +464,10 @@ class HFImageCorpus(_TableReading):
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _everything)
+        return self._read_positions(unit, keep_all)
 
     def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, _part(part, n_parts))
+        return self._read_positions(unit, keep_part(part, n_parts))
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:

@@ -29,13 +29,6 @@ def seeds():
     return [*SEEDS, *(pytest.param(s, marks=pytest.mark.slow) for s in SLOW_SEEDS)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The in-process runs must do the same float math as the 1-thread children."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # --- tokenization job ---------------------------------------------------------------------------

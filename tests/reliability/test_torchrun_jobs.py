@@ -15,12 +15,6 @@ from trimodal.cli import main
 from trimodal.jobs.runner import merge_reports
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_torchrun_tokenize_two_ranks_equal_one_process(tmp_path):

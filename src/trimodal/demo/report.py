@@ -112,8 +112,15 @@ def write_report(demo: "Demo") -> Path:
     if sample:
         t2i = sample["t2i"]
         rep.heading("Text to image")
-        rep.paragraph(f"Dominant colour of the generated image matches the caption's colour in "
-                      f"{t2i['colour_match_rate']:.0%} of {t2i['n']} samples (chance: {t2i['chance_rate']:.0%}).")
+        recon_summary = _summary(demo, "recon")["summary"] or {}
+        retention = (recon_summary.get("image") or {}).get("colour_retention")
+        rep.paragraph(
+            f"Dominant colour of the generated image matches the caption's colour in "
+            f"{t2i['colour_match_rate']:.0%} of {t2i['n']} samples. Baselines: "
+            f"{t2i.get('shuffled_rate', float('nan')):.0%} if the images ignored their captions (same "
+            f"colours drawn, captions shuffled), {t2i['chance_rate']:.0%} for uniform colours"
+            + (f"; ceiling: the image tokenizer keeps the dominant colour of {retention:.0%} of "
+               f"held-out images through encode/decode." if retention is not None else "."))
         imgs = []
         for i, row in enumerate(t2i["samples"][:24]):
             p = demo.samples / f"t2i_{i:03d}.png"

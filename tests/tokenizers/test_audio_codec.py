@@ -67,6 +67,31 @@ def test_batch_of_different_lengths_equals_single_clips(tok):
     assert not np.array_equal(naive, batch[0])
 
 
+def test_forward_pieces_bound_the_padded_size_and_keep_order():
+    from trimodal.tokenizers.audio import forward_pieces
+
+    lengths = [10, 30, 5, 50, 200, 20, 20]
+    pieces = forward_pieces(lengths, 100)
+    assert [i for p in pieces for i in p] == list(range(len(lengths)))
+    for p in pieces:
+        assert len(p) == 1 or len(p) * max(lengths[i] for i in p) <= 100
+    assert [4] in pieces  # longer than the limit: alone
+    assert forward_pieces([], 100) == []
+
+
+def test_cpu_pieces_give_the_same_codes_as_one_forward(tok, monkeypatch):
+    import trimodal.tokenizers.audio as audio
+
+    waves = [_clip(n, i) for i, n in enumerate([16000, 700, 12000, 3300, 16000, 9000, 640, 15000])]
+    monkeypatch.setattr(audio, "CPU_FORWARD_SAMPLES", 32000)  # several forwards
+    pieces = tok.encode(waves)
+    assert len(audio.forward_pieces([w.size for w in waves], 32000)) > 2
+    monkeypatch.setattr(audio, "CPU_FORWARD_SAMPLES", 10**9)  # one masked forward
+    whole = tok.encode(waves)
+    for a, b in zip(pieces, whole):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fewer_codebooks_are_a_prefix(tok):
     waves = [_clip(4000, 3), _clip(2500, 4)]
     full = tok.encode(waves)

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from tqdm.auto import tqdm
 
 from trimodal.config import ConfigError, require, save as save_config
 from trimodal.tokenizers.audio import TINY_PRESET, AudioTokenizer, DACConfig, to_codec_input
+from trimodal.tokenizers.base import load_weights_only
 
 log = logging.getLogger(__name__)
 
@@ -222,11 +222,8 @@ def train_audio_tokenizer(cfg: AudioTrainConfig, out: str, resume: bool = True,
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "log.jsonl"
     step = 0
     if resume and ckpt_path.exists():
-        try:
-            state = torch.load(ckpt_path, map_location=device, weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-            raise ConfigError(f"{ckpt_path}: refused or unreadable checkpoint (loaded with "
-                              f"weights_only=True: {type(err).__name__}: {err})") from None
+        with open(ckpt_path, "rb") as f:
+            state = load_weights_only(f, str(ckpt_path), device)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

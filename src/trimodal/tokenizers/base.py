@@ -25,9 +25,12 @@ because what it needs (a text iterator, an image loader, a GPU) differs too much
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Protocol, Sequence, TypeVar, runtime_checkable
+from typing import IO, Any, Protocol, Sequence, TypeVar, runtime_checkable
 
 import numpy as np
+import torch
+
+from trimodal.config import ConfigError
 
 T = TypeVar("T", bound="Tokenizer")
 
@@ -45,6 +48,17 @@ def content_hash(data: bytes | Sequence[bytes]) -> str:
         h.update(len(blob).to_bytes(8, "little"))
         h.update(blob)
     return h.hexdigest()[:HASH_CHARS]
+
+
+def load_weights_only(f: IO[bytes], where: str, map_location: str | torch.device = "cpu") -> Any:
+    """`torch.load(weights_only=True)` of an open file: tensors and plain containers only, so a
+    malicious pickle is refused instead of run. Every refusal or unreadable file is a
+    ConfigError naming `where`, the same for tokenizer files and training checkpoints."""
+    try:
+        return torch.load(f, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ConfigError(f"{where}: refused or unreadable checkpoint (loaded with weights_only=True, "
+                          f"which allows only tensors and plain containers): {err}") from err
 
 
 @runtime_checkable

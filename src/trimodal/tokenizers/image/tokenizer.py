@@ -35,7 +35,7 @@ from PIL import Image
 from torch import nn
 
 from trimodal.config import ConfigError, from_dict, require, to_dict
-from trimodal.tokenizers.base import content_hash
+from trimodal.tokenizers.base import content_hash, load_weights_only
 from trimodal.tokenizers.image.autoencoder import AutoencoderConfig, Decoder, Encoder
 from trimodal.tokenizers.image.preprocess import POLICIES, preprocess, to_pil
 from trimodal.tokenizers.image.quantizers import QuantizerConfig, Quantizer, QuantOut
@@ -294,13 +294,7 @@ class ImageTokenizer(nn.Module):
 
 
 def _torch_load(path: str, map_location: str | torch.device) -> Any:
-    """torch.load with weights_only=True: refuses pickled code objects (a malicious file)."""
-    try:
-        with fsspec.open(str(path), "rb") as f:
-            return torch.load(f, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise ConfigError(f"{path}: refused or unreadable checkpoint (loaded with weights_only=True, "
-                          f"which allows only tensors and plain containers): {err}") from err
+    """`load_weights_only` of an fsspec path (a missing file stays FileNotFoundError)."""
+    with fsspec.open(str(path), "rb") as f:
+        return load_weights_only(f, str(path), map_location)
 

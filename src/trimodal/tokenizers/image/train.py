@@ -18,7 +18,6 @@ import functools
 import json
 import logging
 import math
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from tqdm import tqdm
 from trimodal.config import ConfigError, require, to_dict
 from trimodal.config import load as load_config
 from trimodal.config import save as save_config
+from trimodal.tokenizers.base import load_weights_only
 from trimodal.tokenizers.image.autoencoder import AutoencoderConfig
 from trimodal.tokenizers.image.losses import (
     CodeUsage, PatchDiscriminator, hinge_d_loss, hinge_g_loss, psnr, reconstruction_loss,
@@ -313,11 +313,7 @@ def train(cfg: ImageTrainConfig,
     ckpt_path = f"{out_root}/{CHECKPOINT}"
     if resume and fs.exists(ckpt_path):
         with fs.open(ckpt_path, "rb") as f:
-            try:
-                ckpt = torch.load(f, map_location="cpu", weights_only=True)
-            except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as err:
-                raise ConfigError(f"{ckpt_path}: refused or unreadable checkpoint (loaded with "
-                                  f"weights_only=True: {type(err).__name__}: {err})") from None
+            ckpt = load_weights_only(f, ckpt_path)
         if ckpt["config"]["model"] != to_dict(mcfg):
             raise ConfigError(f"{ckpt_path}: checkpoint was made with a different model config; "
                               f"refusing to resume (use another --out)")

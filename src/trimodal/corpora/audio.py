@@ -22,8 +22,9 @@ import numpy as np
 
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
-    BAD_RECORD, CORRUPT_ARCHIVE, UNSAFE_MEMBER_NAME, is_regular_path, iter_tar_groups, keep_all,
-    keep_part, list_files, split_key, unit_id_from, url_to_fs,
+    BAD_RECORD, CORRUPT_ARCHIVE, UNSAFE_MEMBER_NAME, has_lone_surrogates, is_regular_path,
+    iter_tar_groups, keep_all, keep_part, list_files, read_file_or_none, split_key, unit_id_from,
+    url_to_fs,
 )
 from trimodal.corpora.samples import AudioText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -115,9 +116,7 @@ def _transcript(key: str, value: bytes | str | None) -> str | SkipSample:
             return SkipSample(key, BAD_TRANSCRIPT_ENCODING)
     if not isinstance(value, str):
         return SkipSample(key, BAD_RECORD)
-    try:  # JSON "\udcff" escapes decode to lone surrogates, which no tokenizer accepts
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if has_lone_surrogates(value):
         return SkipSample(key, BAD_TRANSCRIPT_ENCODING)
     value = value.strip()
     return value if value else SkipSample(key, EMPTY_TRANSCRIPT)
@@ -189,11 +188,7 @@ class FolderAudioCorpus:
             yield _sample(key, audio, text, unit.source, {"path": audio_path} if audio_path else {})
 
     def _read(self, path: str) -> bytes | None:
-        try:
-            with self.fs.open(path, "rb") as f:
-                return f.read()
-        except (FileNotFoundError, IsADirectoryError):
-            return None
+        return read_file_or_none(self.fs, path)
 
 
 # --- WebDataset tars --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import IO, Callable, Iterator
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 #: Skip reasons shared by readers (jobs count skips by these strings).
 MISSING_CAPTION = "missing_caption"
@@ -102,6 +103,30 @@ def is_safe_member_name(name: str) -> bool:
         return False
     parts = re.split(r"[\\/]+", name)
     return ".." not in parts
+
+
+def has_lone_surrogates(text: str) -> bool:
+    """True for text that cannot be written as UTF-8: JSON "\\udcff" escapes decode to lone
+    surrogates, which no tokenizer accepts (the `str` twin of invalid UTF-8 bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def read_file_or_none(fs: fsspec.AbstractFileSystem, path: str) -> bytes | None:
+    """A listed file's bytes, or None if it vanished since the listing (a counted skip, not a
+    crash). Local files use plain `open`: fsspec's file wrapper costs more than reading a small
+    JPEG, and a folder corpus is millions of small files."""
+    try:
+        if isinstance(fs, LocalFileSystem):
+            with open(path, "rb") as f:
+                return f.read()
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return None
 
 
 def decode_caption(data: bytes) -> str:

@@ -29,8 +29,9 @@ import pyarrow.parquet as pq
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
     BAD_CAPTION_ENCODING, BAD_RECORD, CORRUPT_ARCHIVE, EMPTY_IMAGE, MISSING_CAPTION,
-    MISSING_IMAGE, UNSAFE_MEMBER_NAME, decode_caption, is_regular_path, iter_tar_groups, keep_all,
-    keep_part, list_files, split_key, unit_id_from, url_to_fs,
+    MISSING_IMAGE, UNSAFE_MEMBER_NAME, decode_caption, has_lone_surrogates, is_regular_path,
+    iter_tar_groups, keep_all, keep_part, list_files, read_file_or_none, split_key, unit_id_from,
+    url_to_fs,
 )
 from trimodal.corpora.samples import ImageText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -73,9 +74,7 @@ def _caption_or_skip(key: str, data: bytes | str | None) -> str | SkipSample:
     if data is None:
         return _skip(key, MISSING_CAPTION)
     if isinstance(data, str):
-        try:  # JSON "\udcff" escapes decode to lone surrogates, which no tokenizer accepts
-            data.encode("utf-8")
-        except UnicodeEncodeError:
+        if has_lone_surrogates(data):
             return _skip(key, BAD_CAPTION_ENCODING)
         return data.strip()
     try:
@@ -122,9 +121,6 @@ class FolderImageCorpus:
         self.options = options or ImageCorpusOptions()
         self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "folder"
         self.fs, self.root = url_to_fs(self.path)
-        # Plain `open` for local folders: fsspec's file wrapper costs more than reading a
-        # small JPEG, and a folder corpus is millions of small files.
-        self._local = "file" in _protocols(self.fs)
 
     def _groups(self) -> dict[str, dict[str, dict[str, str]]]:
         """dir -> key -> ext -> file path, for every file below the root."""
@@ -166,15 +162,7 @@ class FolderImageCorpus:
             yield _sample(key, image, caption, unit.source, meta)
 
     def _read(self, path: str) -> bytes | None:
-        """File bytes, or None if it vanished since the listing (a counted skip, not a crash)."""
-        try:
-            if self._local:
-                with open(path, "rb") as f:
-                    return f.read()
-            with self.fs.open(path, "rb") as f:
-                return f.read()
-        except (FileNotFoundError, IsADirectoryError):
-            return None
+        return read_file_or_none(self.fs, path)
 
 
 # --- img2dataset-style WebDataset tars --------------------------------------------------------
@@ -488,11 +476,6 @@ class HFImageCorpus(_TableReading):
         state = dict(self.__dict__)
         state["_datasets"] = None
         return state
-
-
-def _protocols(fs: Any) -> tuple[str, ...]:
-    p = fs.protocol
-    return (p,) if isinstance(p, str) else tuple(p)
 
 
 def open_image_corpus(path: str, fmt: str, options: ImageCorpusOptions | None = None):

@@ -21,7 +21,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from trimodal.corpora.common import is_regular_file
+from trimodal.corpora.common import has_lone_surrogates, is_regular_file
 from trimodal.corpora.samples import TextDoc
 from trimodal.corpora.samples import SkipSample, WorkUnit
 
@@ -50,9 +50,7 @@ def _check_text(key: str, value: object) -> str | SkipSample:
             return SkipSample(key, "invalid utf-8")
     if not isinstance(value, str):
         return SkipSample(key, "text is not a string")
-    try:  # JSON "\udcff" escapes decode to lone surrogates, which no tokenizer accepts
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    if has_lone_surrogates(value):
         return SkipSample(key, "invalid utf-8")
     if not value.strip():
         return SkipSample(key, "empty document")

@@ -65,19 +65,25 @@ def test_folder_reader_units_and_order(tmp_path: Path):
     assert ok[3].image == image_bytes(3, "PNG")
 
 
+def write_bad_folder(root: Path, n_good: int) -> None:
+    """good0..good{n-1} plus a caption-less image, an image-less caption, an empty image, a
+    non-UTF-8 caption and a broken sidecar .json (kept: metadata is optional)."""
+    for i in range(n_good):
+        (root / f"good{i}.jpg").write_bytes(image_bytes(i))
+        (root / f"good{i}.txt").write_text(f"fine {i}")
+    (root / "nocap.jpg").write_bytes(image_bytes(7))
+    (root / "noimg.txt").write_text("lonely caption")
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "empty.txt").write_text("x")
+    (root / "badutf.jpg").write_bytes(image_bytes(8))
+    (root / "badutf.txt").write_bytes(b"caf\xe9 \xff")
+    (root / "meta.jpg").write_bytes(image_bytes(9))
+    (root / "meta.txt").write_text("ok")
+    (root / "meta.json").write_text("{not json")
+
+
 def test_folder_reader_bad_inputs(tmp_path: Path):
-    for i in range(3):
-        (tmp_path / f"good{i}.jpg").write_bytes(image_bytes(i))
-        (tmp_path / f"good{i}.txt").write_text("fine")
-    (tmp_path / "nocap.jpg").write_bytes(image_bytes(7))
-    (tmp_path / "noimg.txt").write_text("lonely caption")
-    (tmp_path / "empty.jpg").write_bytes(b"")
-    (tmp_path / "empty.txt").write_text("x")
-    (tmp_path / "badutf.jpg").write_bytes(image_bytes(8))
-    (tmp_path / "badutf.txt").write_bytes(b"caf\xe9 \xff")
-    (tmp_path / "meta.jpg").write_bytes(image_bytes(9))
-    (tmp_path / "meta.txt").write_text("ok")
-    (tmp_path / "meta.json").write_text("{not json")  # kept: metadata is optional
+    write_bad_folder(tmp_path, 3)
     ok, skips, _ = read_all(open_image_corpus(str(tmp_path), "folder"))
     assert sorted(s.key for s in ok) == ["good0", "good1", "good2", "meta"]
     assert skips == Counter(missing_caption=1, missing_image=1, empty_image=1,
@@ -239,18 +245,7 @@ def test_unknown_format_and_missing_path(tmp_path: Path):
 
 # --- read_part: worker w of N reads only positions i % N == w --------------------------------
 def _hostile_folder(root: Path):
-    for i in range(5):
-        (root / f"good{i}.jpg").write_bytes(image_bytes(i))
-        (root / f"good{i}.txt").write_text(f"fine {i}")
-    (root / "nocap.jpg").write_bytes(image_bytes(7))
-    (root / "noimg.txt").write_text("lonely caption")
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "empty.txt").write_text("x")
-    (root / "badutf.jpg").write_bytes(image_bytes(8))
-    (root / "badutf.txt").write_bytes(b"caf\xe9 \xff")
-    (root / "meta.jpg").write_bytes(image_bytes(9))
-    (root / "meta.txt").write_text("ok")
-    (root / "meta.json").write_text("{not json")
+    write_bad_folder(root, 5)
     return open_image_corpus(str(root), "folder", ImageCorpusOptions(unit_size=7))
 
 

@@ -293,17 +293,34 @@ def _add_items(c: HostileCorpus, items) -> None:
         (c.keep(key, what) if outcome == KEPT else c.skip(key, what, outcome))
 
 
+def _write_pairs(c: HostileCorpus, items, media_ext: str) -> None:
+    """Each item as `<key>.<media_ext>` + `<key>.txt` files (a None half left out), recorded."""
+    for key, media, text, _, _ in items:
+        if media is not None:
+            (c.path / f"{key}.{media_ext}").write_bytes(media)
+        if text is not None:
+            (c.path / f"{key}.txt").write_bytes(text)
+    _add_items(c, items)
+
+
+def _pair_members(c: HostileCorpus, items, media_ext: str) -> list[Member]:
+    """Each item as tar members `<key>.<media_ext>` + `<key>.txt` (a None half left out), recorded."""
+    members: list[Member] = []
+    for key, media, text, _, _ in items:
+        if media is not None:
+            members.append(Member(f"{key}.{media_ext}", media))
+        if text is not None:
+            members.append(Member(f"{key}.txt", text))
+    _add_items(c, items)
+    return members
+
+
 def image_corpus(root: Path, fmt: str) -> HostileCorpus:
     c = HostileCorpus("image", fmt, root / f"image_{fmt}")
     c.path.mkdir(parents=True)
     items = _image_items()
     if fmt == "folder":
-        for key, img, cap, _, _ in items:
-            if img is not None:
-                (c.path / f"{key}.png").write_bytes(img)
-            if cap is not None:
-                (c.path / f"{key}.txt").write_bytes(cap)
-        _add_items(c, items)
+        _write_pairs(c, items, "png")
         (c.path / "wrongext.jpg").write_bytes(image_bytes(8, "PNG"))
         (c.path / "wrongext.txt").write_bytes(b"a PNG named .jpg")
         c.keep("wrongext", "PNG bytes named .jpg")
@@ -325,13 +342,7 @@ def image_corpus(root: Path, fmt: str) -> HostileCorpus:
         c.keep("linked", "symlink to a regular image outside the folder")
         return c
     if fmt == "wds":
-        members: list[Member] = []
-        for key, img, cap, _, _ in items:
-            if img is not None:
-                members.append(Member(f"{key}.png", img))
-            if cap is not None:
-                members.append(Member(f"{key}.txt", cap))
-        _add_items(c, items)
+        members = _pair_members(c, items, "png")
         members += [Member("wrongext.jpg", image_bytes(8, "PNG")), Member("wrongext.txt", b"png as jpg")]
         c.keep("wrongext", "PNG bytes named .jpg")
         members += [Member("../../evil.png", image_bytes(11, "PNG")), Member("../../evil.txt", b"evil")]
@@ -442,12 +453,7 @@ def audio_corpus(root: Path, fmt: str) -> HostileCorpus:
     c.path.mkdir(parents=True)
     items = _audio_items()
     if fmt == "folder":
-        for key, audio, text, _, _ in items:
-            if audio is not None:
-                (c.path / f"{key}.wav").write_bytes(audio)
-            if text is not None:
-                (c.path / f"{key}.txt").write_bytes(text)
-        _add_items(c, items)
+        _write_pairs(c, items, "wav")
         (c.path / "wrongext.wav").write_bytes(audio_bytes(0.2, "FLAC", seed=11))
         (c.path / "wrongext.txt").write_bytes(b"flac named wav")
         c.keep("wrongext", "FLAC bytes named .wav")
@@ -456,13 +462,7 @@ def audio_corpus(root: Path, fmt: str) -> HostileCorpus:
             c.skip(key, "transcript beside a FIFO / device link / dangling link", "missing_audio")
         return c
     if fmt == "wds":
-        members: list[Member] = []
-        for key, audio, text, _, _ in items:
-            if audio is not None:
-                members.append(Member(f"{key}.wav", audio))
-            if text is not None:
-                members.append(Member(f"{key}.txt", text))
-        _add_items(c, items)
+        members = _pair_members(c, items, "wav")
         members += [Member("../../evil.wav", audio_bytes(0.2)), Member("../../evil.txt", b"evil")]
         c.skip("../../evil", "member names with ../..", "unsafe_member_name")
         members += [Member("/abs/evil.flac", audio_bytes(0.2, "FLAC")), Member("/abs/evil.txt", b"abs")]

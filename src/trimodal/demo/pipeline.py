@@ -265,6 +265,7 @@ class Demo:
     def recon(self) -> dict[str, Any]:
         from PIL import Image
 
+        from trimodal.corpora.demo import dominant_colour
         from trimodal.metrics import audio as am
         from trimodal.metrics import image as im
 
@@ -283,8 +284,6 @@ class Demo:
                 log.warning("FID skipped: %s", err)
         image_report = im.evaluate_pairs(originals, recon, [p.stem for p in paths], fid=fid, progress=False)
         ids_np = np.stack(ids)
-        from trimodal.corpora.demo import dominant_colour
-
         kept = [dominant_colour(o) == dominant_colour(r) for o, r in zip(originals, recon)]
         image_summary = {"colour_retention": sum(kept) / max(1, len(kept)),
                          "metrics": image_report.to_dict()["summary"],

@@ -19,11 +19,13 @@ Design (the why is in docs/shards.md, "Exact resume"):
   the worker that would have been served next is made worker 0 (logical id = (id + rotation)
   % num_workers), so the batch order continues exactly.
 * **Batches, not samples.** Shards are read whole (mmap when local) and indexed with numpy
-  (tario.index_shard); a slot's draws for a whole batch run in one loop (`_Slot.take`) and
-  the rows are copied once, straight into the batch, where the vocabulary check runs while
-  they are in cache. Workers write batches into a per-worker shared-memory ring (`_Ring`) and
-  send only keys, a lazy meta blob and the state. meta.json, tasks, modality ids and the pad
-  mask are decoded/derived only when a consumer asks (the trainer reads only the tokens).
+  (tario.index_shard), the next shard of the slice in a background thread while the current
+  one is served (`_Opening`: storage reads overlap batch making); a slot's draws for a whole
+  batch run in one loop (`_Slot.take`) and the rows are copied once, straight into the
+  batch, where the vocabulary check runs while they are in cache. Workers write batches
+  into a per-worker shared-memory ring (`_Ring`) and send only keys, a lazy meta blob and
+  the state. meta.json, tasks, modality ids and the pad mask are decoded/derived only when a
+  consumer asks (the trainer reads only the tokens).
 * **Bad shards** (missing, truncated, corrupt) and bad samples are skipped with a logged
   warning; their positions still count, so the state stays exact.
 """
@@ -35,6 +37,7 @@ import logging
 import mmap
 import os
 import posixpath
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -47,7 +50,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from trimodal.packing.vocab import Vocab
 from trimodal.shards.manifest import Manifest, ShardError, read_manifest
-from trimodal.shards.tario import SampleRef, TokenDecoder, decode_meta, index_shard, out_of_vocab
+from trimodal.shards.tario import (SampleRef, ShardIndex, TokenDecoder, decode_meta, index_shard,
+                                   out_of_vocab)
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +236,45 @@ def _open_shard(url: str):
         return f.read()
 
 
+def _read_index(url: str, decoder: TokenDecoder) -> ShardIndex:
+    return index_shard(_open_shard(url), url, decoder, check_ranges=False)
+
+
+class _Opening:
+    """A shard being read and indexed (`_read_index`) in a background thread.
+
+    Reading a shard is I/O (disk, or an object store for remote URLs) and indexing it is
+    mostly numpy: doing both for the next shard of the slice while the current one is served
+    overlaps them with making batches. mmap (MAP_POPULATE), fsspec reads and numpy's large
+    array loops release the GIL.
+    """
+
+    def __init__(self, url: str, decoder: TokenDecoder):
+        self.url, self.decoder = url, decoder
+        self._result: ShardIndex | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="trimodal-shard-open", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._result = _read_index(self.url, self.decoder)
+        except BaseException as err:  # handed to the reader thread, which reports or skips
+            self._error = err
+
+    def result(self) -> ShardIndex:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result  # type: ignore[return-value]
+
+
 class _SliceReader:
     """Serves a slot's slice by position; a missing/corrupt sample reads as None.
 
     Each shard is read whole and indexed once (tario.index_shard); the last one stays cached,
-    since windows run through the slice in order.
+    since windows run through the slice in order, and the next one in the slice is already
+    being opened in the background (`_Opening`).
     """
 
     def __init__(self, manifest: Manifest, segments: list[tuple[int, int, int]], name: str,
@@ -246,6 +284,7 @@ class _SliceReader:
         self.name = name
         self.decoder = decoder
         self._cached: tuple[int, list[SampleRef | None]] | None = None
+        self._ahead: tuple[int, _Opening] | None = None
 
     def read(self, start: int, stop: int) -> list[SampleRef | None]:
         out: list[SampleRef | None] = []
@@ -267,8 +306,11 @@ class _SliceReader:
             return self._cached[1]
         need = first + count
         url = self.manifest.shard_url(self.manifest.shards[shard_idx])
+        ahead, self._ahead = self._ahead, None
+        self._open_next(shard_idx)
         try:
-            index = index_shard(_open_shard(url), url, self.decoder, check_ranges=False)
+            index = (ahead[1].result() if ahead is not None and ahead[0] == shard_idx
+                     else _read_index(url, self.decoder))
         except OSError as err:
             log.warning("%s: unreadable (%s); %d sample(s) skipped", url, err, count)
             samples: list[SampleRef | None] = [None] * need
@@ -288,6 +330,13 @@ class _SliceReader:
                 samples = samples + [None] * (need - len(samples))
         self._cached = (shard_idx, samples)
         return samples
+
+    def _open_next(self, shard_idx: int) -> None:
+        """Start opening the shard that follows `shard_idx` in this slice, if any."""
+        order = [s for s, _, _ in self.segments]
+        if shard_idx in order and order.index(shard_idx) + 1 < len(order):
+            nxt = order[order.index(shard_idx) + 1]
+            self._ahead = (nxt, _Opening(self.manifest.shard_url(self.manifest.shards[nxt]), self.decoder))
 
 
 class _SourceStream:

@@ -59,7 +59,9 @@ from torch.utils.data import DataLoader, IterableDataset
 from trimodal.packing.layout import PackedSequence
 from trimodal.packing.vocab import Vocab
 from trimodal.shards import ReaderConfig, ShardDataset, WriterConfig, make_loader, write_shards
-from trimodal.shards.reader import JsonRows, RawBatch, _open_shard, batches_per_item
+from trimodal.shards.batch import JsonRows, RawBatch
+from trimodal.shards.loader import batches_per_item
+from trimodal.shards.reader import _open_shard
 from trimodal.shards.tario import TokenDecoder, index_shard
 
 

@@ -15,7 +15,7 @@ import webdataset as wds
 
 from trimodal.shards import ReaderConfig, ShardDataset, make_loader, read_manifest
 from trimodal.shards import tario
-from trimodal.shards.reader import JsonRows, TaskRows
+from trimodal.shards.batch import JsonRows, TaskRows
 from trimodal.shards.tario import TokenDecoder, add_member, encode_tokens, index_shard
 
 from shard_helpers import L, make_seq, write_set
@@ -263,7 +263,7 @@ def test_manifest_counts_still_match_index(tmp_path, vocab):
 
 def test_ring_waits_for_the_consumer_and_stops():
     import threading
-    from trimodal.shards.reader import _Ring
+    from trimodal.shards.loader import _Ring
     ring = _Ring(num_workers=2, slots=2, batch_size=3, length=L)
     for seq in (0, 1):
         ring.slot(1, seq)[:] = seq + 1
@@ -284,8 +284,8 @@ def test_ring_waits_for_the_consumer_and_stops():
 @pytest.mark.parametrize("rows_per_item", [10, 15])
 def test_resume_inside_a_workers_hand_over(tmp_path, vocab, monkeypatch, rows_per_item):
     """Workers hand over groups of batches; a cut inside a group resumes with its rest."""
-    from trimodal.shards import reader
-    monkeypatch.setattr(reader, "_ITEM_ROWS", rows_per_item)  # 2 or 3 batches of 5 per hand-over
+    from trimodal.shards import loader
+    monkeypatch.setattr(loader, "_ITEM_ROWS", rows_per_item)  # 2 or 3 batches of 5 per hand-over
     url = str(tmp_path / "set")
     write_set(url, vocab, 47, per_shard=6)
     cfg = ReaderConfig(seed=4, shuffle_buffer=5, infinite=True)

@@ -1,8 +1,9 @@
 """WebDataset shards of packed sequences: writer, manifest, streaming reader, verification."""
 
 from trimodal.shards.manifest import Manifest, ShardEntry, ShardError, read_manifest
-from trimodal.shards.reader import (Batch, Collate, RawBatch, ReaderConfig, ShardDataset, ShardLoader,
-                                    ShardSample, Source, collate, make_loader)
+from trimodal.shards.batch import Batch, RawBatch
+from trimodal.shards.loader import Collate, ShardLoader, collate, make_loader
+from trimodal.shards.reader import ReaderConfig, ShardDataset, ShardSample, Source
 from trimodal.shards.writer import ShardWriter, WriterConfig, write_shards
 
 __all__ = [

@@ -13,45 +13,45 @@ Design (the why is in docs/shards.md, "Exact resume"):
   re-reads at most one window. (A rolling reservoir would need its whole content in the state.)
 * **Mixing by counter.** Draw k of a slot picks a source from a uniform number seeded by
   (seed, epoch, slot, k // 4096): no generator state to carry, only the draw count k.
-* **DataLoader workers.** Each batch carries the state of the worker that made it after its
-  last sample; `ShardLoader` records it when it hands the batch to the trainer, so prefetched
-  but unconsumed batches never count. The DataLoader serves workers round-robin; on resume
-  the worker that would have been served next is made worker 0 (logical id = (id + rotation)
-  % num_workers), so the batch order continues exactly.
+* **DataLoader workers** are slots like ranks. Each batch carries the state of the worker
+  that made it; the loader (loader.py) records it when the consumer takes the batch. On
+  resume the worker that would have been served next is made worker 0 (logical id =
+  (id + rotation) % num_workers, `_open_slot`), so the batch order continues exactly.
 * **Batches, not samples.** Shards are read whole (mmap when local) and indexed with numpy
   (tario.index_shard), the next shard of the slice in a background thread while the current
   one is served (`_Opening`: storage reads overlap batch making); a slot's draws for a whole
   batch run in one loop (`_Slot.take`) and the rows are copied once, straight into the
-  batch, where the vocabulary check runs while they are in cache. Workers write batches
-  into a per-worker shared-memory ring (`_Ring`) and send only keys, a lazy meta blob and
-  the state. meta.json, tasks, modality ids and the pad mask are decoded/derived only when a
-  consumer asks (the trainer reads only the tokens).
+  batch, where the vocabulary check runs while they are in cache (in a worker: a slot of
+  the loader's shared ring). meta.json, tasks, modality ids and the pad mask are decoded or
+  derived only when a consumer asks (batch.py; the trainer reads only the tokens).
 * **Bad shards** (missing, truncated, corrupt) and bad samples are skipped with a logged
   warning; their positions still count, so the state stays exact.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import mmap
 import os
 import posixpath
 import threading
-import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import fsspec
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from trimodal.packing.vocab import Vocab
+from trimodal.shards.batch import JsonRows, RawBatch, TaskRows
 from trimodal.shards.manifest import Manifest, ShardError, read_manifest
 from trimodal.shards.tario import (SampleRef, ShardIndex, TokenDecoder, decode_meta, index_shard,
                                    out_of_vocab)
+
+if TYPE_CHECKING:
+    from trimodal.shards.loader import _Ring
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,6 @@ STATE_VERSION = 1
 _DRAW_CHUNK = 4096
 #: Per shard, how many bad-sample warnings are logged before the rest are only counted.
 _MAX_SAMPLE_WARNINGS = 3
-#: How long a worker waits for a free shared batch slot before giving up (never, normally).
-_RING_WAIT_S = 60.0
-#: Rows per DataLoader hand-over when batches are small (see batches_per_item).
-_ITEM_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -98,74 +94,6 @@ class ReaderConfig:
             raise ShardError("ReaderConfig: give both rank and world_size, or neither")
         if self.world_size is not None and not 0 <= self.rank < self.world_size:  # type: ignore[operator]
             raise ShardError(f"ReaderConfig: rank {self.rank} not in [0, {self.world_size})")
-
-
-class JsonRows(Sequence):
-    """meta.json of a batch's rows, decoded on first access.
-
-    The trainer reads only the tokens, so parsing every sample's JSON in the worker (and
-    pickling the dicts to the main process) would be spent for nothing: rows travel as one
-    bytes blob and are decoded when someone indexes them.
-    """
-
-    def __init__(self, blob: bytes, ends: Sequence[int]):
-        self._blob = blob
-        self._ends = list(ends)
-        self._cache: dict[int, dict] = {}
-
-    @classmethod
-    def of(cls, parts: Sequence[bytes]) -> "JsonRows":
-        ends, total = [], 0
-        for p in parts:
-            total += len(p)
-            ends.append(total)
-        return cls(b"".join(parts), ends)
-
-    def __len__(self) -> int:
-        return len(self._ends)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        if i < 0:
-            i += len(self)
-        if not 0 <= i < len(self._ends):
-            raise IndexError(i)
-        row = self._cache.get(i)
-        if row is None:
-            lo = self._ends[i - 1] if i else 0
-            row = self._cache[i] = json.loads(self._blob[lo:self._ends[i]])
-        return row
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    def __repr__(self) -> str:
-        return f"JsonRows({len(self)} rows)"
-
-    def __getstate__(self) -> dict:
-        return {"_blob": self._blob, "_ends": self._ends, "_cache": {}}
-
-
-class TaskRows(Sequence):
-    """Each row's meta["task"], read through a JsonRows only when asked for."""
-
-    def __init__(self, meta: JsonRows):
-        self._meta = meta
-
-    def __len__(self) -> int:
-        return len(self._meta)
-
-    def __getitem__(self, i):  # type: ignore[override]
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        return self._meta[i].get("task", "")
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Sequence) and list(self) == list(other)
-
-    def __repr__(self) -> str:
-        return repr(list(self))
 
 
 class ShardSample:
@@ -583,7 +511,7 @@ class ShardDataset(IterableDataset):
             self.end_epoch()
 
     def iter_raw_batches(self, batch_size: int, drop_last: bool = False,
-                         ring: "_Ring | None" = None) -> Iterator["RawBatch"]:
+                         ring: _Ring | None = None) -> Iterator[RawBatch]:
         """Batches made where the samples are read (a DataLoader worker, or the main process).
 
         Rows are copied once, from the shard buffers into the batch, and checked against the
@@ -687,293 +615,3 @@ class ShardDataset(IterableDataset):
     def skipped(self) -> int:
         """Bad samples skipped so far by the workers whose batches were consumed."""
         return sum(w.skipped for w in self.workers.values())
-
-
-# --- batches ------------------------------------------------------------------------------
-class Batch:
-    """One training batch. `modality` and `pad_mask` are derived from the tokens on first use.
-
-    tokens  [B, L] int64 global ids
-    modality [B, L] int64: 0 text, 1 image, 2 audio, -1 PAD/TASK
-    pad_mask [B, L] bool, True at PAD positions
-    tasks, keys (shard sample keys), sources (shard set name per row), meta (per-row dicts;
-    source keys are in meta[i]["keys"]); state: the producing worker's state after the last row.
-
-    The trainer looks up modalities itself, on the device; deriving them here for every
-    batch cost more than reading the shard did, so it happens only when a consumer asks.
-    """
-
-    def __init__(self, tokens: torch.Tensor, modality: torch.Tensor | None, pad_mask: torch.Tensor | None,
-                 tasks: Sequence[str], keys: list[str], sources: list[str], meta: Sequence[dict],
-                 state: tuple | None = None, *, modality_table: np.ndarray | None = None,
-                 pad_id: int | None = None):
-        if (modality is None or pad_mask is None) and (modality_table is None or pad_id is None):
-            raise ShardError("Batch: give modality and pad_mask, or the modality table and PAD id")
-        self.tokens = tokens
-        self._modality = modality
-        self._pad_mask = pad_mask
-        self._table = modality_table
-        self._pad_id = pad_id
-        self.tasks, self.keys, self.sources, self.meta, self.state = tasks, keys, sources, meta, state
-
-    @property
-    def modality(self) -> torch.Tensor:
-        if self._modality is None:
-            if self.tokens.device.type == "cpu":
-                ids = self.tokens.numpy()
-                self._modality = torch.from_numpy(np.take(self._table, ids).astype(np.int64))
-            else:
-                table = torch.from_numpy(self._table.astype(np.int64)).to(self.tokens.device)
-                self._modality = table[self.tokens]
-        return self._modality
-
-    @property
-    def pad_mask(self) -> torch.Tensor:
-        if self._pad_mask is None:
-            self._pad_mask = self.tokens == self._pad_id
-        return self._pad_mask
-
-    def __len__(self) -> int:
-        return len(self.keys)
-
-    def _with(self, fn) -> "Batch":
-        return Batch(fn(self.tokens), None if self._modality is None else fn(self._modality),
-                     None if self._pad_mask is None else fn(self._pad_mask), self.tasks, self.keys,
-                     self.sources, self.meta, self.state, modality_table=self._table, pad_id=self._pad_id)
-
-    def pin_memory(self) -> "Batch":
-        return self._with(lambda t: t.pin_memory())
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
-        return self._with(lambda t: t.to(device, non_blocking=non_blocking))
-
-
-@dataclass
-class RawBatch:
-    """What a DataLoader worker sends: int32 tokens (or where in the shared ring they lie)
-    and the row info, nothing derived."""
-
-    tokens: torch.Tensor | None  # [B, L] int32; None when the rows are in the ring
-    tasks: Sequence[str]
-    keys: list[str]
-    sources: list[str]
-    meta: Sequence[dict]
-    state: tuple | None = None
-    ring: tuple[int, int, int] | None = None  # (worker id, batch number, rows)
-    more: int = 0  # batches after this one in the same hand-over
-
-
-class _Ring:
-    """Per-worker shared-memory batch slots, allocated once per loader iteration.
-
-    Sending a fresh tensor per batch through a DataLoader queue moves it into a new shared
-    memory segment (measured ~2 ms for a 256 KiB batch here, more than reading its samples);
-    pickling a numpy array copies it through a pipe. Here each worker writes batch n into its
-    slot n % slots and sends only (worker, n, rows); the main process copies the rows out and
-    marks the batch consumed. The DataLoader serves workers round-robin with prefetch_factor
-    requests each in flight (one more while the main process takes a batch), so prefetch_factor
-    + 2 slots per worker are enough in steady state. When one worker gets more requests (the
-    others finished their slices), it waits for the main process to take its older batches,
-    which are already made, so the wait always ends; `stop` ends it when the consumer quits.
-    """
-
-    def __init__(self, num_workers: int, slots: int, batch_size: int, length: int):
-        self.slots = slots
-        shape = (num_workers, slots, batch_size, length)
-        try:
-            self.rows = torch.empty(shape, dtype=torch.int32).share_memory_()
-        except RuntimeError as err:
-            mib = int(np.prod(shape)) * 4 / 2**20
-            raise ShardError(f"shared batch ring of {mib:.0f} MiB could not be allocated ({err}); give the "
-                             "process more shared memory (/dev/shm, docker --shm-size) or use fewer "
-                             "workers / a smaller prefetch_factor") from None
-        self.done = torch.zeros(num_workers, dtype=torch.int64).share_memory_()  # batches consumed
-        self.stop = torch.zeros(1, dtype=torch.int64).share_memory_()
-
-    def slot(self, worker: int, seq: int) -> np.ndarray | None:
-        """Batch `seq`'s slot, once the main process has taken what was there; None: stopping."""
-        deadline = time.monotonic() + _RING_WAIT_S
-        while seq - int(self.done[worker]) >= self.slots:
-            if int(self.stop[0]):
-                return None
-            if time.monotonic() > deadline:
-                raise ShardError(f"shared batch ring: worker {worker} waited {_RING_WAIT_S}s for a free slot")
-            time.sleep(0.0005)
-        return self.rows[worker, seq % self.slots].numpy()
-
-    def release(self, worker: int, seq: int, rows: int) -> np.ndarray:
-        """The rows of batch `seq` as int64 (a copy), and the slot given back."""
-        out = self.rows[worker, seq % self.slots, :rows].numpy().astype(np.int64)
-        self.done[worker] = seq + 1
-        return out
-
-
-def _identity(x):
-    return x
-
-
-def batches_per_item(batch_size: int) -> int:
-    """Batches a worker hands over at once: each DataLoader hand-over costs ~0.1 ms of queue
-    work and process wake-ups whatever it carries, so small batches travel in groups of about
-    _ITEM_ROWS rows (one batch each when batches are that large)."""
-    return max(1, _ITEM_ROWS // batch_size)
-
-
-class _BatchStream(IterableDataset):
-    """The dataset as a stream of groups of ready batches, for a DataLoader with batch_size=None.
-
-    A resumed worker whose last group was only partly consumed first sends the rest of that
-    group, so groups (and with them the round-robin order) line up with an uninterrupted run.
-    """
-
-    def __init__(self, ds: "ShardDataset", batch_size: int, drop_last: bool, ring: _Ring | None):
-        super().__init__()
-        self.ds, self.batch_size, self.drop_last, self.ring = ds, batch_size, drop_last, ring
-
-    def __iter__(self) -> Iterator[list[RawBatch]]:
-        ds = self.ds
-        info = get_worker_info()
-        n_workers, worker_id = (1, 0) if info is None else (info.num_workers, info.id)
-        saved = ds.workers.get((worker_id + ds.next_worker) % n_workers)
-        per_item = batches_per_item(self.batch_size)
-        size = saved.item_left if saved and saved.item_left else per_item
-        group: list[RawBatch] = []
-        for raw in ds.iter_raw_batches(self.batch_size, self.drop_last, self.ring):
-            group.append(raw)
-            if len(group) == size:
-                yield _close(group)
-                group, size = [], per_item
-        if group:
-            yield _close(group)
-
-
-def _close(group: list[RawBatch]) -> list[RawBatch]:
-    for i, raw in enumerate(group):
-        raw.more = len(group) - 1 - i
-    return group
-
-
-class Collate:
-    """Samples -> Batch (for code that holds ShardSamples); RawBatch -> Batch (the loader)."""
-
-    def __init__(self, vocab: Vocab):
-        self.vocab = vocab
-        self._table: np.ndarray | None = None
-
-    @property
-    def table(self) -> np.ndarray:
-        if self._table is None:
-            self._table = self.vocab.modality_of(np.arange(self.vocab.size)).astype(np.int8)
-        return self._table
-
-    def raw(self, samples: list[ShardSample]) -> RawBatch:
-        tokens = torch.from_numpy(np.stack([s.tokens for s in samples]))
-        return RawBatch(tokens, [s.meta.get("task", "") for s in samples], [s.key for s in samples],
-                        [s.source for s in samples], [s.meta for s in samples], samples[-1].state)
-
-    def expand(self, raw: RawBatch, ring: _Ring | None = None) -> Batch:
-        if raw.ring is not None:
-            if ring is None:
-                raise ShardError("a batch from the shared ring arrived without the ring")
-            tokens = ring.release(*raw.ring)
-        else:
-            tokens = raw.tokens.numpy().astype(np.int64)  # type: ignore[union-attr]
-        return Batch(torch.from_numpy(tokens), None, None, raw.tasks, raw.keys, raw.sources, raw.meta,
-                     raw.state, modality_table=self.table, pad_id=self.vocab.pad)
-
-    def __call__(self, samples: list[ShardSample]) -> Batch:
-        return self.expand(self.raw(samples))
-
-    def __getstate__(self) -> dict:
-        return {"vocab": self.vocab, "_table": None}
-
-
-def collate(samples: list[ShardSample], vocab: Vocab) -> Batch:
-    return Collate(vocab)(samples)
-
-
-class ShardLoader:
-    """A DataLoader over a ShardDataset that knows which batches the trainer has taken.
-
-    `state_dict()` after n batches + `load_state_dict()` on a fresh loader (same sources,
-    seed, rank/world, num_workers, batch_size) gives exactly the batches an uninterrupted run
-    would have given next. Workers are not persistent: the state travels to them when an
-    iterator starts.
-    """
-
-    def __init__(self, dataset: ShardDataset, batch_size: int, num_workers: int = 0,
-                 pin_memory: bool = False, drop_last: bool = False,
-                 prefetch_factor: int | None = None, multiprocessing_context: Any = None):
-        if batch_size < 1:
-            raise ShardError(f"batch_size must be >= 1, got {batch_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
-        self.drop_last = drop_last
-        self.prefetch_factor = prefetch_factor
-        self.multiprocessing_context = multiprocessing_context
-
-    def __iter__(self) -> Iterator[Batch]:
-        ds = self.dataset
-        ds._managed = True
-        collate_fn = Collate(ds.vocab)
-        ring = None
-        if self.num_workers:
-            # per worker: the group being filled + prefetch_factor groups in flight + one more
-            slots = ((self.prefetch_factor or 2) + 2) * batches_per_item(self.batch_size)
-            ring = _Ring(self.num_workers, slots, self.batch_size, ds.length)
-            groups = DataLoader(
-                _BatchStream(ds, self.batch_size, self.drop_last, ring), batch_size=None,
-                num_workers=self.num_workers, collate_fn=_identity, pin_memory=False,
-                prefetch_factor=self.prefetch_factor, persistent_workers=False,
-                multiprocessing_context=self.multiprocessing_context)
-            raws: Iterator[RawBatch] = (raw for group in groups for raw in group)
-        else:
-            raws = ds.iter_raw_batches(self.batch_size, self.drop_last)
-        n = max(1, self.num_workers)
-        try:
-            for raw in raws:
-                batch = collate_fn.expand(raw, ring)
-                if self.pin_memory:
-                    batch = batch.pin_memory()
-                if batch.state is not None:
-                    ds.record(batch.state, n, raw.more)
-                yield batch
-        finally:
-            ds._managed = False
-            if ring is not None:
-                ring.stop[0] = 1
-        if not ds.config.infinite:
-            ds.end_epoch()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"dataset": self.dataset.state_dict(), "batch_size": self.batch_size,
-                "num_workers": self.num_workers}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("batch_size") != self.batch_size:
-            log.warning("batch size changed since the state was saved (%s -> %s): no sample is lost "
-                        "or repeated, but batch order differs from an uninterrupted run",
-                        state.get("batch_size"), self.batch_size)
-        saved_workers = state["dataset"].get("num_workers")
-        if saved_workers is not None and state["dataset"]["workers"] and saved_workers != max(1, self.num_workers):
-            raise ShardError(f"reader state was saved with {saved_workers} worker(s); this loader "
-                             f"has {max(1, self.num_workers)}; exact resume needs the same number")
-        self.dataset.load_state_dict(state["dataset"])
-
-
-def make_loader(sources: Sequence[Source | str] | ShardDataset, vocab: Vocab | None = None,
-                batch_size: int = 8, length: int | None = None, config: ReaderConfig | None = None,
-                num_workers: int = 0, pin_memory: bool | None = None, drop_last: bool = False,
-                prefetch_factor: int | None = None) -> ShardLoader:
-    """Build dataset + loader in one call; pin_memory defaults to True when CUDA is present."""
-    if isinstance(sources, ShardDataset):
-        ds = sources
-    else:
-        if vocab is None:
-            raise ShardError("make_loader: pass the run's vocab (the shards' hash is checked against it)")
-        ds = ShardDataset(sources, vocab, length, config)
-    if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
-    return ShardLoader(ds, batch_size, num_workers, pin_memory, drop_last, prefetch_factor)

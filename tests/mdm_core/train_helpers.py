@@ -1,6 +1,9 @@
-"""Shared tiny setup for trainer tests; also the torchrun entry point of the DDP test.
+"""Shared tiny setup for trainer tests; also the torchrun entry point of the DDP/FSDP tests.
 
-    python -m torch.distributed.run --nproc_per_node 2 train_helpers.py OUT_DIR
+    python -m torch.distributed.run --nproc_per_node 2 train_helpers.py OUT_DIR [fsdp]
+
+With `fsdp`: FSDP2, 2 micro-batches per step, trained to step 3 (checkpoint), then resumed
+from that checkpoint in a second `train` call to step 6.
 """
 
 from __future__ import annotations
@@ -43,12 +46,24 @@ def tiny_tokens(n: int = 64, seed: int = 0):
     return synthetic_corpus(tiny_vocab(), n, SEQ_LEN, seed=seed)
 
 
+def _fsdp_phases(out: str, rank: int, world: int) -> list[float]:
+    losses = []
+    for steps in (3, 6):
+        cfg = tiny_config(out, parallel="fsdp", grad_accum=2, max_steps=steps, ckpt_every=3)
+        data = InMemoryBatches(tiny_tokens(), cfg.data.batch_size, rank=rank, world_size=world)
+        losses += train(cfg, tiny_vocab(), data).losses
+    return losses
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    cfg = tiny_config(out, **{"masking.anti_masking": True})
-    data = InMemoryBatches(tiny_tokens(), cfg.data.batch_size, rank=rank, world_size=world)
-    result = train(cfg, tiny_vocab(), data)
+    if sys.argv[2:] == ["fsdp"]:
+        losses = _fsdp_phases(out, rank, world)
+    else:
+        cfg = tiny_config(out, **{"masking.anti_masking": True})
+        data = InMemoryBatches(tiny_tokens(), cfg.data.batch_size, rank=rank, world_size=world)
+        losses = train(cfg, tiny_vocab(), data).losses
     if rank == 0:
         with open(os.path.join(out, "losses.json"), "w") as f:
-            json.dump(result.losses, f)
+            json.dump(losses, f)

@@ -189,6 +189,9 @@ class TrainConfig:
     resume: bool = True
     seed: int = 0
     device: str = "auto"
+    #: Under torchrun: "ddp" (a whole model per rank) or "fsdp" (FSDP2 shards of parameters,
+    #: gradients and optimizer state; see mdm_core/parallel.py). One process ignores it.
+    parallel: str = "ddp"
     bf16: bool = True
     compile: bool = False
     progress: bool = True
@@ -199,6 +202,7 @@ class TrainConfig:
         for name in ("log_every", "eval_every", "ckpt_every"):
             require(getattr(self, name) >= 0, f"{name} must be >= 0 (0 disables)")
         require(self.eval_batches > 0, "eval_batches must be > 0")
+        require(self.parallel in ("ddp", "fsdp"), f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}")
         if self.masking.anti_masking:
             require(self.data.batch_size % 2 == 0,
                     f"masking.anti_masking needs an even data.batch_size, got {self.data.batch_size}")

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from trimodal.config import save as save_config, to_dict
 from trimodal.mdm_core import checkpoint as ckpt
+from trimodal.mdm_core import parallel
 from trimodal.mdm_core.config import MaskingConfig, TrainConfig
 from trimodal.mdm_core.loss import (MaskedBatch, TokenTables, add_stats, forward_process, mdm_loss,
                                     pair_rows, summarize)
@@ -206,6 +207,9 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
 
     # --- model, optimizer, hyperparameters ---------------------------------------------
     model = build_model(cfg, vocab).to(device)
+    fsdp = cfg.parallel == "fsdp" and env.world_size > 1
+    if fsdp:  # before the optimizer, which must hold the shards
+        parallel.shard(model, device, env.world_size, bf16=cfg.bf16 and device.type == "cuda")
     tables = TokenTables.from_vocab(vocab, cfg.masking.mask_bos, cfg.masking.mask_eos).to(device)
     schedule = MaskSchedule.from_config(cfg.masking)
     hp = resolve_hparams(cfg, cfg.model.max_len, env.world_size)
@@ -228,8 +232,16 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
     latest = ckpt.latest_checkpoint(cfg.out_dir) if cfg.resume else None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, env.rank, vocab.hash, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        saved = state["extra"].get("optimizer_layout", "index")
+        if saved != ("name" if fsdp else "index"):
+            raise ckpt.CheckpointError(
+                f"{latest}: saved with parallel={'fsdp' if saved == 'name' else 'ddp'} (optimizer state "
+                f"keyed by parameter {saved}); resume it with the same `parallel`")
+        if fsdp:
+            parallel.load_full_state(model, optimizer, state["model"], state["optimizer"])
+        else:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
         start_step = int(state["step"])
         if state["data"] is not None and hasattr(data, "load_state_dict"):
             data.load_state_dict(state["data"])
@@ -241,7 +253,7 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
     raw_model = model
     if cfg.compile:
         model = torch.compile(model)
-    if env.world_size > 1:
+    if env.world_size > 1 and not fsdp:
         # Buffers (RoPE tables, logit bias) are derived from the config and equal on every
         # rank: no need to broadcast them each forward. torch >= 2.13 renamed the switch.
         no_sync_buffers = ({"forward_sync_buffers": False}
@@ -254,9 +266,13 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
     def save(step: int) -> None:
         data_state = data.state_dict() if hasattr(data, "state_dict") else None
         ckpt.save_rank_state(cfg.out_dir, step, env.rank, data_state, ckpt.rng_state(device))
+        if fsdp:  # gathering the shards is a collective: every rank takes part
+            model_state, optim_state = parallel.full_state(raw_model, optimizer)
+        elif env.is_main:
+            model_state, optim_state = raw_model.state_dict(), optimizer.state_dict()
         if env.is_main:
-            ckpt.save_main_state(cfg.out_dir, step, raw_model.state_dict(), optimizer.state_dict(),
-                                 to_dict(cfg), vocab.hash, {"hparams": hp.as_dict()})
+            ckpt.save_main_state(cfg.out_dir, step, model_state, optim_state, to_dict(cfg), vocab.hash,
+                                 {"hparams": hp.as_dict(), "optimizer_layout": "name" if fsdp else "index"})
         if env.world_size > 1:
             dist.barrier()
         if env.is_main:
@@ -289,7 +305,10 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
             mb = forward_process(tokens, tables, schedule, cfg.masking.t_eps, gen, cfg.masking.anti_masking)
             mb = drop_conditions(mb, tokens, cfg.masking, vocab, gen)
             last = k == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if (last or env.world_size == 1) else model.no_sync()
+            if last or env.world_size == 1:
+                sync = contextlib.nullcontext()
+            else:
+                sync = parallel.no_grad_sync(raw_model) if fsdp else model.no_sync()
             with sync:
                 with autocast:
                     logits = model(mb.inputs, mb.modality, mb.pad)
@@ -298,8 +317,8 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
             step_loss += loss.detach() / cfg.grad_accum
             stats = add_stats(stats, s)
             tokens_seen += mb.inputs.numel()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), optim_cfg.grad_clip if optim_cfg.grad_clip > 0 else float("inf"))
+        grad_norm = parallel.total_norm(torch.nn.utils.clip_grad_norm_(
+            model.parameters(), optim_cfg.grad_clip if optim_cfg.grad_clip > 0 else float("inf")))
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if env.world_size > 1:

@@ -95,6 +95,39 @@ def test_torchrun_two_processes_match_gradient_accumulation(tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
 
 
+def test_slurm_variables_alone_launch_the_same_run(tmp_path):
+    """Two plain processes with only SLURM's variables (what `srun` sets) + MASTER_ADDR/PORT
+    train exactly like the torchrun run (and one process accumulating)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "slurm"
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    procs = [subprocess.Popen([sys.executable, str(HERE / "train_helpers.py"), str(out)],
+                              env={**base, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE),
+                                   "SLURM_PROCID": str(r), "SLURM_NTASKS": "2", "SLURM_LOCALID": str(r),
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=180)
+        assert p.returncode == 0, err[-3000:]
+    single = train(tiny_config(str(tmp_path / "one"), grad_accum=2, **{"masking.anti_masking": True}),
+                   tiny_vocab(), InMemoryBatches(tiny_tokens(), 4))
+    np.testing.assert_allclose(json.loads((out / "losses.json").read_text()), single.losses, rtol=1e-4, atol=1e-5)
+
+
+def test_several_processes_without_master_addr_are_refused(tmp_path, monkeypatch):
+    from trimodal.config import ConfigError
+    for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("SLURM_NTASKS", "2")
+    with pytest.raises(ConfigError, match="MASTER_ADDR"):
+        train(tiny_config(str(tmp_path)), tiny_vocab(), InMemoryBatches(tiny_tokens(), 4))
+
+
 def test_torchrun_fsdp_matches_one_process_and_resumes_exactly(tmp_path):
     """FSDP2 over 2 ranks x 2 micro-batches = one process accumulating 4, including across a
     checkpoint: steps 4-6 run in a second `train` that resumes the sharded optimizer state."""

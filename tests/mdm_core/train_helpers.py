@@ -1,6 +1,7 @@
 """Shared tiny setup for trainer tests; also the torchrun entry point of the DDP/FSDP tests.
 
     python -m torch.distributed.run --nproc_per_node 2 train_helpers.py OUT_DIR [fsdp]
+    SLURM_PROCID=r SLURM_NTASKS=2 MASTER_ADDR=... MASTER_PORT=... python train_helpers.py OUT_DIR
 
 With `fsdp`: FSDP2, 2 micro-batches per step, trained to step 3 (checkpoint), then resumed
 from that checkpoint in a second `train` call to step 6.
@@ -15,7 +16,7 @@ import sys
 from trimodal.config import from_dict
 from trimodal.mdm_core.config import TrainConfig
 from trimodal.mdm_core.data import InMemoryBatches, synthetic_corpus
-from trimodal.mdm_core.trainer import train
+from trimodal.mdm_core.trainer import dist_env, train
 from trimodal.packing.vocab import Vocab
 
 SEQ_LEN = 24
@@ -57,7 +58,8 @@ def _fsdp_phases(out: str, rank: int, world: int) -> list[float]:
 
 if __name__ == "__main__":
     out = sys.argv[1]
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    env = dist_env()  # torchrun's variables, or SLURM's under a plain launch
+    rank, world = env.rank, env.world_size
     if sys.argv[2:] == ["fsdp"]:
         losses = _fsdp_phases(out, rank, world)
     else:

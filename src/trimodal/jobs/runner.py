@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from trimodal.config import ConfigError, require
 from trimodal.jobs.protocol import Corpus, Encoder, SkipSample, WorkUnit
+from trimodal.launch import resolve_rank  # noqa: F401  (re-exported: jobs take ranks from here)
 from trimodal.packing.table import TokenRow
 
 log = logging.getLogger(__name__)
@@ -86,27 +87,6 @@ class JobConfig:
 
 
 # --- rank and device ------------------------------------------------------------------------
-def resolve_rank(rank: int | None = None, world_size: int | None = None,
-                 env: dict[str, str] | None = None) -> tuple[int, int]:
-    """(rank, world size): flags win, then torchrun's RANK/WORLD_SIZE, then SLURM's, then 0/1."""
-    env = dict(os.environ) if env is None else env
-    def from_env(*names: str) -> int | None:
-        for n in names:
-            if env.get(n, "").strip():
-                try:
-                    return int(env[n])
-                except ValueError:
-                    raise ConfigError(f"environment variable {n}={env[n]!r} is not an integer") from None
-        return None
-    r = rank if rank is not None else from_env("RANK", "SLURM_PROCID")
-    w = world_size if world_size is not None else from_env("WORLD_SIZE", "SLURM_NTASKS")
-    r = 0 if r is None else r
-    w = 1 if w is None else w
-    if w <= 0 or not 0 <= r < w:
-        raise ConfigError(f"rank {r} out of range for world size {w}")
-    return r, w
-
-
 def split_units(units: list[WorkUnit], rank: int, world_size: int) -> list[WorkUnit]:
     """The units of one rank: index i goes to rank i % world_size."""
     return [u for i, u in enumerate(units) if i % world_size == rank]

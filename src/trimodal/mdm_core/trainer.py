@@ -29,7 +29,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from trimodal.config import save as save_config, to_dict
+from trimodal.config import ConfigError, save as save_config, to_dict
+from trimodal.launch import local_rank, resolve_rank
 from trimodal.mdm_core import checkpoint as ckpt
 from trimodal.mdm_core import parallel
 from trimodal.mdm_core.config import MaskingConfig, TrainConfig
@@ -65,14 +66,17 @@ class TrainResult:
 
 
 def dist_env() -> DistEnv:
-    """RANK/WORLD_SIZE/LOCAL_RANK as set by torchrun (or SLURM wrappers); defaults to 1 process."""
-    return DistEnv(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                   int(os.environ.get("LOCAL_RANK", 0)))
+    """Rank, world size and local rank from torchrun's or SLURM's variables (launch.py)."""
+    rank, world = resolve_rank()
+    return DistEnv(rank, world, local_rank())
 
 
 def pick_device(name: str, env: DistEnv) -> torch.device:
     if name == "auto":
-        return torch.device(f"cuda:{env.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        # modulo: srun --gpus-per-task 1 leaves each task one visible GPU, whatever its local rank
+        return torch.device(f"cuda:{env.local_rank % torch.cuda.device_count()}")
     return torch.device(name)
 
 
@@ -198,7 +202,12 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
     env = dist_env()
     if env.world_size > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else "gloo"
-        dist.init_process_group(backend)
+        if not os.environ.get("MASTER_ADDR"):
+            raise ConfigError("several processes (rank/world from torchrun or SLURM) but MASTER_ADDR is "
+                              "not set: launch with torchrun, or export MASTER_ADDR (the first host) "
+                              "and MASTER_PORT yourself (see docs/scale-out.md)")
+        # rank and world are passed because under plain srun only SLURM's variables are set
+        dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
     device = pick_device(cfg.device, env)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -364,7 +373,6 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
 
 def run(cfg: TrainConfig) -> TrainResult:
     """`trimodal train`: shards and vocabulary from the config, then `train`."""
-    from trimodal.config import ConfigError
     from trimodal.mdm_core.data import shard_loader
 
     if not cfg.data.train:

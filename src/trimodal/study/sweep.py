@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 from tqdm import tqdm
 
 from trimodal.config import ConfigError, require
+from trimodal.launch import resolve_rank
 from trimodal.study.data import TASKS, StudyData, StudyDataConfig
 
 log = logging.getLogger(__name__)
@@ -175,21 +176,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def rank_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """Explicit values, else RANK/WORLD_SIZE (torchrun) or SLURM_PROCID/SLURM_NTASKS, else 0 of 1."""
-    env = os.environ
-    r = rank if rank is not None else int(env.get("RANK", env.get("SLURM_PROCID", 0)))
-    w = world_size if world_size is not None else int(env.get("WORLD_SIZE", env.get("SLURM_NTASKS", 1)))
-    if not 0 <= r < w:
-        raise ConfigError(f"rank {r} not in [0, {w})")
-    return r, w
-
-
 def run_sweep(points: list[SweepPoint], out: str | Path, train_fn: TrainFn, rank: int | None = None,
               world_size: int | None = None, progress: bool = True) -> SweepSummary:
     """Run this rank's missing points with `train_fn(point, point_dir) -> result dict`."""
     out = Path(out)
-    r, w = rank_world(rank, world_size)
+    r, w = resolve_rank(rank, world_size)
     summary = SweepSummary()
     mine = []
     for i, p in enumerate(points):
@@ -392,7 +383,7 @@ def run_study(cfg: SweepConfig, out: str | Path, train_fn: TrainFn | None = None
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    r, w = rank_world(rank, world_size)
+    r, w = resolve_rank(rank, world_size)
     points = expand(cfg)
     if r == 0:
         save_config(cfg, str(out / "sweep.yaml"))

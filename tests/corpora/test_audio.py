@@ -167,13 +167,22 @@ def _describe(item) -> tuple:
     return ("ok", item.key, item.audio, item.transcript)
 
 
-@pytest.mark.parametrize("fmt", ["folder", "wds"])
+@pytest.mark.parametrize("fmt", ["folder", "wds", "hf"])
 def test_read_parts_interleave_to_read(tmp_path: Path, fmt: str):
     """Worker w of N gets exactly the entries of read() at positions i % N == w, hostile
     entries (bad names, missing halves, a file that is not a tar) included."""
     if fmt == "folder":
         make_bad_folder(tmp_path / "c")
         corpus = open_audio_corpus(str(tmp_path / "c"), "folder", AudioCorpusOptions(unit_size=5))
+    elif fmt == "hf":
+        datasets = pytest.importorskip("datasets")
+        rows = {"audio": [{"bytes": wav_bytes(tone(0.1 + 0.05 * i)), "path": None} if i % 4 else None
+                          for i in range(11)],
+                "transcription": [f"clip {i}" for i in range(11)],
+                "id": ["" if i == 5 else f"id{i}" for i in range(11)]}
+        datasets.Dataset.from_dict(rows).cast_column("audio", datasets.Audio(decode=False)).save_to_disk(
+            str(tmp_path / "c"))
+        corpus = open_audio_corpus(str(tmp_path / "c"), "hf", AudioCorpusOptions(unit_size=7, key_column="id"))
     else:
         d = tmp_path / "c"
         d.mkdir()

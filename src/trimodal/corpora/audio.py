@@ -302,20 +302,32 @@ class HFAudioCorpus:
         return units
 
     def read(self, unit: WorkUnit) -> Iterator[AudioText | SkipSample]:
+        return self._read_positions(unit, keep_all)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[AudioText | SkipSample]:
+        return self._read_positions(unit, keep_part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
+                        ) -> Iterator[AudioText | SkipSample]:
+        """Only the rows `keep` selects are fetched from Arrow (another worker's audio bytes
+        are never copied out here)."""
         ds = self._load()[unit.payload["split"]]
         start, stop = unit.payload["start"], unit.payload["stop"]
         prefix = f"{unit.payload['split']}:" if unit.payload["split"] else ""
-        chunk = ds[start:stop]
-        for j in range(stop - start):
+        mine = [j for j in range(stop - start) if keep(j)]
+        if not mine:
+            return
+        chunk = ds[start:stop] if len(mine) == stop - start else ds[[start + j for j in mine]]
+        text_col, kc = self._text_columns[unit.payload["split"]], self.options.key_column
+        for k, j in enumerate(mine):
             key = f"{prefix}{start + j}"
-            kc = self.options.key_column
-            if kc and kc in chunk and chunk[kc][j] not in (None, ""):
-                key = str(chunk[kc][j])
-            audio = self._audio_bytes(key, chunk[self.options.audio_column][j])
+            if kc and kc in chunk and chunk[kc][k] not in (None, ""):
+                key = str(chunk[kc][k])
+            audio = self._audio_bytes(key, chunk[self.options.audio_column][k])
             if isinstance(audio, SkipSample):
                 yield audio
                 continue
-            yield _sample(key, audio, chunk[self._text_columns[unit.payload["split"]]][j], unit.source)
+            yield _sample(key, audio, chunk[text_col][k], unit.source)
 
     def _audio_bytes(self, key: str, cell: Any) -> bytes | None | SkipSample:
         if cell is None:

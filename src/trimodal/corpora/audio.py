@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import logging
 import posixpath
-import tarfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -22,9 +21,8 @@ import numpy as np
 
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
-    BAD_RECORD, CORRUPT_ARCHIVE, UNSAFE_MEMBER_NAME, has_lone_surrogates, is_regular_path,
-    iter_tar_groups, keep_all, keep_part, list_files, read_file_or_none, split_key, unit_id_from,
-    url_to_fs,
+    BAD_RECORD, PositionalCorpus, folder_units, has_lone_surrogates, is_regular_path, read_tar_positions,
+    hf_splits, row_range_units, tar_units,
 )
 from trimodal.corpora.samples import AudioText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -140,42 +138,24 @@ def _first_audio(files: dict[str, Any]) -> Any:
 
 
 # --- folder of audio files with transcript files ----------------------------------------------
-class FolderAudioCorpus:
+class FolderAudioCorpus(PositionalCorpus):
     """`a.wav` (or .flac, ...) + `a.txt` anywhere below a folder.
 
     Units are chunks of `unit_size` samples within one directory, so adding a directory does not
     renumber the units of the others. A transcript without audio is a counted `missing_audio`.
     """
 
+    default_name = "folder"
+
     def __init__(self, path: str, options: AudioCorpusOptions | None = None):
-        self.path = str(path)
         self.options = options or AudioCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "folder"
-        self.fs, self.root = url_to_fs(self.path)
+        super().__init__(path, self.options.name)
 
     def units(self) -> list[WorkUnit]:
-        groups: dict[str, dict[str, dict[str, str]]] = {}
-        for f in list_files(self.path):
-            rel = posixpath.relpath(f, self.root) if f != self.root else posixpath.basename(f)
-            key, ext = split_key(rel)
-            if ext in AUDIO_EXTENSIONS or ext == "txt":
-                groups.setdefault(posixpath.dirname(rel), {}).setdefault(key, {})[ext] = f
-        if not groups:
+        units = folder_units(self, (*AUDIO_EXTENSIONS, "txt"), self.options.unit_size)
+        if not units:
             raise ConfigError(f"{self.path}: no audio ({'/'.join(AUDIO_EXTENSIONS)}) or .txt files found")
-        units, n = [], self.options.unit_size
-        for d, by_key in sorted(groups.items()):
-            keys = sorted(by_key)
-            for i in range(0, len(keys), n):
-                units.append(WorkUnit(
-                    id=unit_id_from(self.name, d, f"{i // n:05d}"), source=self.name,
-                    payload={"samples": [(k, by_key[k]) for k in keys[i:i + n]]}))
         return units
-
-    def read(self, unit: WorkUnit) -> Iterator[AudioText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[AudioText | SkipSample]:
-        return self._read_positions(unit, keep_part(part, n_parts))
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[AudioText | SkipSample]:
@@ -187,63 +167,31 @@ class FolderAudioCorpus:
             text = self._read(files["txt"]) if "txt" in files else None
             yield _sample(key, audio, text, unit.source, {"path": audio_path} if audio_path else {})
 
-    def _read(self, path: str) -> bytes | None:
-        return read_file_or_none(self.fs, path)
-
 
 # --- WebDataset tars --------------------------------------------------------------------------
-class WdsAudioCorpus:
+class WdsAudioCorpus(PositionalCorpus):
     """WebDataset tars with `.flac`/`.wav` + `.txt` per key; one unit per tar."""
 
+    default_name = "wds"
+
     def __init__(self, path: str, options: AudioCorpusOptions | None = None):
-        self.path = str(path)
         self.options = options or AudioCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "wds"
-        self.fs, self.root = url_to_fs(self.path)
+        super().__init__(path, self.options.name)
 
     def units(self) -> list[WorkUnit]:
-        tars = list_files(self.path, (".tar",))
-        if not tars:
-            raise ConfigError(f"{self.path}: no .tar files found for format 'wds'")
-        units = []
-        for t in tars:
-            rel = posixpath.relpath(t, self.root) if t != self.root else posixpath.basename(t)
-            units.append(WorkUnit(unit_id_from(self.name, rel.removesuffix(".tar")), self.name, {"path": t}))
-        return units
-
-    def read(self, unit: WorkUnit) -> Iterator[AudioText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[AudioText | SkipSample]:
-        """A tar streams in one pass, so every part reads the whole archive; only its own
-        samples are built (the audio bytes of the others are not kept)."""
-        return self._read_positions(unit, keep_part(part, n_parts))
+        return tar_units(self)
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[AudioText | SkipSample]:
-        path = unit.payload["path"]
-        position = 0
-        try:
-            with self.fs.open(path, "rb") as f:
-                for group in iter_tar_groups(f, path):
-                    position += 1
-                    if not keep(position - 1):
-                        continue
-                    if group.unsafe:
-                        yield SkipSample(group.key, UNSAFE_MEMBER_NAME)
-                        continue
-                    yield _sample(group.key, _first_audio(group.files), group.files.get("txt"), unit.source)
-        except (tarfile.TarError, EOFError, OSError) as err:
-            if keep(position):
-                log.warning("%s: archive is corrupt or truncated (%s); kept the samples before it", path, err)
-                yield SkipSample(unit.id, CORRUPT_ARCHIVE)
+        return read_tar_positions(self, unit, keep, lambda group: _sample(
+            group.key, _first_audio(group.files), group.files.get("txt"), unit.source))
 
 
 # --- Hugging Face datasets saved with save_to_disk --------------------------------------------
 TEXT_COLUMN_GUESSES = ("text", "transcription", "sentence", "transcript")
 
 
-class HFAudioCorpus:
+class HFAudioCorpus(PositionalCorpus):
     """A `datasets` Dataset/DatasetDict saved to disk (e.g. built with `audiofolder`).
 
     The `Audio` column is cast to `Audio(decode=False)`: decoding it through `datasets` needs
@@ -251,11 +199,11 @@ class HFAudioCorpus:
     workers). We take the stored bytes, or read the stored path when there are no bytes.
     """
 
+    default_name = "hf"
+
     def __init__(self, path: str, options: AudioCorpusOptions | None = None):
-        self.path = str(path)
         self.options = options or AudioCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "hf"
-        self.fs, self.root = url_to_fs(self.path)
+        super().__init__(path, self.options.name)
         self._datasets: dict[str, Any] | None = None
         self._text_columns: dict[str, str] = {}
 
@@ -264,20 +212,8 @@ class HFAudioCorpus:
             return self._datasets
         import datasets
 
-        try:
-            loaded = datasets.load_from_disk(self.path)
-        except FileNotFoundError as err:
-            raise ConfigError(f"{self.path}: not a dataset saved with save_to_disk ({err})") from err
-        if isinstance(loaded, datasets.DatasetDict):
-            splits = {k: loaded[k] for k in sorted(loaded)}
-            if self.options.split:
-                if self.options.split not in splits:
-                    raise ConfigError(f"{self.path}: no split {self.options.split!r}; have {sorted(splits)}")
-                splits = {self.options.split: splits[self.options.split]}
-        else:
-            splits = {self.options.split or "": loaded}
         out = {}
-        for split, ds in splits.items():
+        for split, ds in hf_splits(self.path, self.options.split).items():
             col = self.options.audio_column
             if col not in ds.column_names:
                 raise ConfigError(f"{self.path}: no audio column {col!r}; have {ds.column_names}")
@@ -294,18 +230,7 @@ class HFAudioCorpus:
         return out
 
     def units(self) -> list[WorkUnit]:
-        units, n = [], self.options.unit_size
-        for split, ds in self._load().items():
-            for start in range(0, len(ds), n):
-                units.append(WorkUnit(unit_id_from(self.name, split, f"{start // n:05d}"), self.name,
-                                      {"split": split, "start": start, "stop": min(start + n, len(ds))}))
-        return units
-
-    def read(self, unit: WorkUnit) -> Iterator[AudioText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[AudioText | SkipSample]:
-        return self._read_positions(unit, keep_part(part, n_parts))
+        return row_range_units(self, self._load(), self.options.unit_size)
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[AudioText | SkipSample]:

@@ -1,4 +1,6 @@
-"""Helpers shared by corpus readers: listing files, safe tar iteration, unit ids.
+"""What the corpus readers share: listing files, safe tar iteration, unit ids, the base reader
+(`PositionalCorpus`: read a unit whole or one worker's part) and the unit layouts of folders,
+WebDataset tars and Hugging Face datasets on disk.
 
 Readers must never trust names found inside archives: a tar member called `../x` or `/etc/x`
 is only data to us, but a later stage that extracts or writes by key could be tricked into
@@ -7,16 +9,22 @@ writing outside its folder. So such members are rejected here, once, for every r
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Collection, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+
+from trimodal.config import ConfigError
+from trimodal.corpora.samples import SkipSample, WorkUnit
+
+log = logging.getLogger(__name__)
 
 #: Skip reasons shared by readers (jobs count skips by these strings).
 MISSING_CAPTION = "missing_caption"
@@ -185,3 +193,123 @@ def keep_part(part: int, n_parts: int) -> Callable[[int], bool]:
     if n_parts < 1 or not 0 <= part < n_parts:
         raise ValueError(f"part {part} out of range for {n_parts} parts")
     return lambda i: i % n_parts == part
+
+
+# --- what the image and audio readers share -------------------------------------------------
+class PositionalCorpus:
+    """Base of the image and audio readers: where the corpus is, and reading a unit by position.
+
+    `read(unit)` gives every entry of a unit in order; `read_part(unit, w, n)` only those at
+    positions i % n == w, so each DataLoader worker of a job opens only its own samples' files.
+    A reader writes `units()` and `_read_positions(unit, keep)`.
+    """
+
+    #: The name when neither the options nor the path give one.
+    default_name = "corpus"
+
+    def __init__(self, path: str, name: str = ""):
+        self.path = str(path)
+        self.name = name or posixpath.basename(self.path.rstrip("/")) or self.default_name
+        self.fs, self.root = url_to_fs(self.path)
+
+    def read(self, unit: WorkUnit) -> Iterator[Any]:
+        return self._read_positions(unit, keep_all)
+
+    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[Any]:
+        return self._read_positions(unit, keep_part(part, n_parts))
+
+    def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]) -> Iterator[Any]:
+        raise NotImplementedError
+
+    def _read(self, path: str) -> bytes | None:
+        """A listed file's bytes, or None when it has gone (see read_file_or_none)."""
+        return read_file_or_none(self.fs, path)
+
+    def relative(self, path: str) -> str:
+        """A listed file's path below the corpus root (its name when the corpus is one file)."""
+        return posixpath.relpath(path, self.root) if path != self.root else posixpath.basename(path)
+
+
+def folder_units(corpus: PositionalCorpus, extensions: Collection[str], unit_size: int) -> list[WorkUnit]:
+    """Files below the root grouped into samples by (directory, key); units are chunks of
+    `unit_size` samples within one directory, so a new directory does not renumber the units
+    of the others. Payload: {"samples": [(key, {ext: path})]}."""
+    groups: dict[str, dict[str, dict[str, str]]] = {}
+    for f in list_files(corpus.path):
+        rel = corpus.relative(f)
+        key, ext = split_key(rel)
+        if ext in extensions:
+            groups.setdefault(posixpath.dirname(rel), {}).setdefault(key, {})[ext] = f
+    units = []
+    for d, by_key in sorted(groups.items()):
+        keys = sorted(by_key)
+        for i in range(0, len(keys), unit_size):
+            units.append(WorkUnit(id=unit_id_from(corpus.name, d, f"{i // unit_size:05d}"), source=corpus.name,
+                                  payload={"samples": [(k, by_key[k]) for k in keys[i:i + unit_size]]}))
+    return units
+
+
+def tar_units(corpus: PositionalCorpus) -> list[WorkUnit]:
+    """One unit per .tar below the root (WebDataset corpora). Payload: {"path": tar path}."""
+    tars = list_files(corpus.path, (".tar",))
+    if not tars:
+        raise ConfigError(f"{corpus.path}: no .tar files found for format 'wds'")
+    return [WorkUnit(id=unit_id_from(corpus.name, corpus.relative(t).removesuffix(".tar")),
+                     source=corpus.name, payload={"path": t}) for t in tars]
+
+
+def read_tar_positions(corpus: PositionalCorpus, unit: WorkUnit, keep: Callable[[int], bool],
+                       to_sample: Callable[[TarGroup], Any]) -> Iterator[Any]:
+    """The samples of one WebDataset tar unit at the positions `keep` selects.
+
+    A tar streams in one pass, so every part reads the whole archive (and meets a corruption at
+    the same place); only its own samples are built. A group with an unsafe member name and a
+    corrupt or truncated archive become counted skips (the latter once, by the part that owns
+    the position where the archive broke off), never a crash.
+    """
+    path = unit.payload["path"]
+    position = 0
+    try:
+        with corpus.fs.open(path, "rb") as f:
+            for group in iter_tar_groups(f, path):
+                position += 1
+                if not keep(position - 1):
+                    continue
+                if group.unsafe:
+                    yield SkipSample(group.key, UNSAFE_MEMBER_NAME)
+                    continue
+                yield to_sample(group)
+    except (tarfile.TarError, EOFError, OSError) as err:
+        if keep(position):
+            log.warning("%s: archive is corrupt or truncated (%s); kept the samples before it", path, err)
+            yield SkipSample(unit.id, CORRUPT_ARCHIVE)
+
+
+# --- Hugging Face datasets saved with save_to_disk ------------------------------------------
+def hf_splits(path: str, split: str = "") -> dict[str, Any]:
+    """{split name: Dataset} of a Dataset or DatasetDict saved with `save_to_disk`; `split`
+    picks one split of a DatasetDict ("" = all, in sorted order; a plain Dataset is "")."""
+    import datasets
+
+    try:
+        loaded = datasets.load_from_disk(path)
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: not a dataset saved with save_to_disk ({err})") from err
+    if not isinstance(loaded, datasets.DatasetDict):
+        return {split or "": loaded}
+    splits = {k: loaded[k] for k in sorted(loaded)}
+    if split:
+        if split not in splits:
+            raise ConfigError(f"{path}: no split {split!r}; have {sorted(splits)}")
+        splits = {split: splits[split]}
+    return splits
+
+
+def row_range_units(corpus: PositionalCorpus, splits: dict[str, Any], unit_size: int) -> list[WorkUnit]:
+    """Units of `unit_size` consecutive rows per split. Payload: {"split", "start", "stop"}."""
+    units = []
+    for split, ds in splits.items():
+        for start in range(0, len(ds), unit_size):
+            units.append(WorkUnit(unit_id_from(corpus.name, split, f"{start // unit_size:05d}"), corpus.name,
+                                  {"split": split, "start": start, "stop": min(start + unit_size, len(ds))}))
+    return units

@@ -28,10 +28,9 @@ import pyarrow.parquet as pq
 
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
-    BAD_CAPTION_ENCODING, BAD_RECORD, CORRUPT_ARCHIVE, EMPTY_IMAGE, MISSING_CAPTION,
-    MISSING_IMAGE, UNSAFE_MEMBER_NAME, decode_caption, has_lone_surrogates, is_regular_path,
-    iter_tar_groups, keep_all, keep_part, list_files, read_file_or_none, split_key, unit_id_from,
-    url_to_fs,
+    BAD_CAPTION_ENCODING, BAD_RECORD, EMPTY_IMAGE, MISSING_CAPTION, MISSING_IMAGE, PositionalCorpus,
+    TarGroup, decode_caption, folder_units, has_lone_surrogates, is_regular_path, list_files,
+    hf_splits, read_tar_positions, row_range_units, tar_units, unit_id_from,
 )
 from trimodal.corpora.samples import ImageText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -109,46 +108,21 @@ def _parse_meta(key: str, data: bytes | None) -> dict[str, Any]:
 
 
 # --- image folder with caption files ---------------------------------------------------------
-class FolderImageCorpus:
+class FolderImageCorpus(PositionalCorpus):
     """`a.jpg` + `a.txt` (+ optional `a.json`) anywhere below a folder.
 
     Units are chunks of `unit_size` samples within one directory, so adding a new directory
     does not renumber the units of the others.
     """
 
-    def __init__(self, path: str, options: ImageCorpusOptions | None = None):
-        self.path = str(path)
-        self.options = options or ImageCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "folder"
-        self.fs, self.root = url_to_fs(self.path)
+    default_name = "folder"
 
-    def _groups(self) -> dict[str, dict[str, dict[str, str]]]:
-        """dir -> key -> ext -> file path, for every file below the root."""
-        groups: dict[str, dict[str, dict[str, str]]] = {}
-        for f in list_files(self.path):
-            rel = posixpath.relpath(f, self.root) if f != self.root else posixpath.basename(f)
-            key, ext = split_key(rel)
-            if ext not in IMAGE_EXTENSIONS and ext not in ("txt", "json"):
-                continue
-            groups.setdefault(posixpath.dirname(rel), {}).setdefault(key, {})[ext] = f
-        return groups
+    def __init__(self, path: str, options: ImageCorpusOptions | None = None):
+        self.options = options or ImageCorpusOptions()
+        super().__init__(path, self.options.name)
 
     def units(self) -> list[WorkUnit]:
-        out = []
-        for d, by_key in sorted(self._groups().items()):
-            keys = sorted(by_key)
-            n = self.options.unit_size
-            for i in range(0, len(keys), n):
-                out.append(WorkUnit(
-                    id=unit_id_from(self.name, d, f"{i // n:05d}"), source=self.name,
-                    payload={"dir": d, "samples": [(k, by_key[k]) for k in keys[i:i + n]]}))
-        return out
-
-    def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_part(part, n_parts))
+        return folder_units(self, (*IMAGE_EXTENSIONS, "txt", "json"), self.options.unit_size)
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
@@ -161,62 +135,28 @@ class FolderImageCorpus:
             meta = _parse_meta(key, self._read(files["json"])) if "json" in files else {}
             yield _sample(key, image, caption, unit.source, meta)
 
-    def _read(self, path: str) -> bytes | None:
-        return read_file_or_none(self.fs, path)
-
 
 # --- img2dataset-style WebDataset tars --------------------------------------------------------
-class WdsImageCorpus:
+class WdsImageCorpus(PositionalCorpus):
     """WebDataset tars (`.jpg/.png/.webp` + `.txt` + `.json` per key): one unit per tar."""
 
+    default_name = "wds"
+
     def __init__(self, path: str, options: ImageCorpusOptions | None = None):
-        self.path = str(path)
         self.options = options or ImageCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "wds"
-        self.fs, self.root = url_to_fs(self.path)
+        super().__init__(path, self.options.name)
 
     def units(self) -> list[WorkUnit]:
-        tars = list_files(self.path, (".tar",))
-        if not tars:
-            raise ConfigError(f"{self.path}: no .tar files found for format 'wds'")
-        units = []
-        for t in tars:
-            rel = posixpath.relpath(t, self.root) if t != self.root else posixpath.basename(t)
-            units.append(WorkUnit(id=unit_id_from(self.name, rel.removesuffix(".tar")),
-                                  source=self.name, payload={"path": t}))
-        return units
-
-    def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        """A tar streams in one pass, so every part reads the whole archive (and sees the
-        same corruption at the same place); only its own samples are built and yielded."""
-        return self._read_positions(unit, keep_part(part, n_parts))
+        return tar_units(self)
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
-        path = unit.payload["path"]
-        import tarfile
+        return read_tar_positions(self, unit, keep, lambda group: self._group_sample(group, unit.source))
 
-        position = 0
-        try:
-            with self.fs.open(path, "rb") as f:
-                for group in iter_tar_groups(f, path):
-                    position += 1
-                    if not keep(position - 1):
-                        continue
-                    if group.unsafe:
-                        yield _skip(group.key, UNSAFE_MEMBER_NAME)
-                        continue
-                    image = next((group.files[e] for e in IMAGE_EXTENSIONS if e in group.files), None)
-                    meta = _parse_meta(group.key, group.files.get("json"))
-                    yield _sample(group.key, image, group.files.get("txt"), unit.source, meta)
-        except (tarfile.TarError, EOFError, OSError) as err:
-            if keep(position):
-                log.warning("%s: archive is corrupt or truncated (%s); kept the samples before it",
-                            path, err)
-                yield _skip(unit.id, CORRUPT_ARCHIVE)
+    @staticmethod
+    def _group_sample(group: TarGroup, source: str) -> ImageText | SkipSample:
+        image = next((group.files[e] for e in IMAGE_EXTENSIONS if e in group.files), None)
+        return _sample(group.key, image, group.files.get("txt"), source, _parse_meta(group.key, group.files.get("json")))
 
 
 # --- parquet and jsonl ------------------------------------------------------------------------
@@ -276,14 +216,14 @@ def _json_scalar(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
 
 
-class ParquetImageCorpus(_TableReading):
+class ParquetImageCorpus(_TableReading, PositionalCorpus):
     """Parquet files with image bytes (or paths) and captions; units = files or row groups."""
 
+    default_name = "parquet"
+
     def __init__(self, path: str, options: ImageCorpusOptions | None = None):
-        self.path = str(path)
         self.options = options or ImageCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "parquet"
-        self.fs, self.root = url_to_fs(self.path)
+        super().__init__(path, self.options.name)
 
     def units(self) -> list[WorkUnit]:
         files = list_files(self.path, (".parquet",))
@@ -291,8 +231,7 @@ class ParquetImageCorpus(_TableReading):
             raise ConfigError(f"{self.path}: no .parquet files found for format 'parquet'")
         units = []
         for f in files:
-            rel = posixpath.relpath(f, self.root) if f != self.root else posixpath.basename(f)
-            stem = rel.removesuffix(".parquet")
+            stem = self.relative(f).removesuffix(".parquet")
             # Every file's footer is read up front, so a file that is not parquet stops the job
             # before any work with a message naming it (not halfway, from a worker).
             try:
@@ -307,12 +246,6 @@ class ParquetImageCorpus(_TableReading):
                 units.append(WorkUnit(unit_id_from(self.name, stem, f"rg{g:05d}"), self.name,
                                       {"path": f, "row_group": g}))
         return units
-
-    def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_part(part, n_parts))
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
@@ -347,28 +280,21 @@ class ParquetImageCorpus(_TableReading):
         return [o.image_path_column or o.image_column, o.caption_column]
 
 
-class JsonlImageCorpus(_TableReading):
+class JsonlImageCorpus(_TableReading, PositionalCorpus):
     """JSON-lines files, one record per line: image paths (or base64 bytes) and captions."""
 
+    default_name = "jsonl"
+
     def __init__(self, path: str, options: ImageCorpusOptions | None = None):
-        self.path = str(path)
         self.options = options or ImageCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "jsonl"
-        self.fs, self.root = url_to_fs(self.path)
+        super().__init__(path, self.options.name)
 
     def units(self) -> list[WorkUnit]:
         files = list_files(self.path, (".jsonl",))
         if not files:
             raise ConfigError(f"{self.path}: no .jsonl files found for format 'jsonl'")
-        return [WorkUnit(unit_id_from(self.name, (posixpath.relpath(f, self.root) if f != self.root
-                                                  else posixpath.basename(f)).removesuffix(".jsonl")),
-                         self.name, {"path": f}) for f in files]
-
-    def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_part(part, n_parts))
+        return [WorkUnit(unit_id_from(self.name, self.relative(f).removesuffix(".jsonl")), self.name, {"path": f})
+                for f in files]
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
@@ -396,39 +322,26 @@ class JsonlImageCorpus(_TableReading):
 
 
 # --- Hugging Face datasets saved with save_to_disk --------------------------------------------
-class HFImageCorpus(_TableReading):
+class HFImageCorpus(_TableReading, PositionalCorpus):
     """A `datasets` Dataset/DatasetDict saved to disk; units are row ranges of `unit_size`.
 
     An `Image` feature column is read with `decode=False`, so the reader hands over the
     stored bytes and decoding stays in the job workers like every other format.
     """
 
+    default_name = "hf"
+
     def __init__(self, path: str, options: ImageCorpusOptions | None = None):
-        self.path = str(path)
         self.options = options or ImageCorpusOptions()
-        self.name = self.options.name or posixpath.basename(self.path.rstrip("/")) or "hf"
-        self.fs, self.root = url_to_fs(self.path)
+        super().__init__(path, self.options.name)
         self._datasets: dict[str, Any] | None = None
 
     def _load(self) -> dict[str, Any]:
         if self._datasets is None:
             import datasets
 
-            try:
-                loaded = datasets.load_from_disk(self.path)
-            except FileNotFoundError as err:
-                raise ConfigError(f"{self.path}: not a dataset saved with save_to_disk ({err})") from err
-            if isinstance(loaded, datasets.DatasetDict):
-                splits = {k: loaded[k] for k in sorted(loaded)}
-                if self.options.split:
-                    if self.options.split not in splits:
-                        raise ConfigError(f"{self.path}: no split {self.options.split!r}; "
-                                          f"have {sorted(splits)}")
-                    splits = {self.options.split: splits[self.options.split]}
-            else:
-                splits = {self.options.split or "": loaded}
             out = {}
-            for split, ds in splits.items():
+            for split, ds in hf_splits(self.path, self.options.split).items():
                 col = self.options.image_column
                 if not self.options.image_path_column:
                     if col not in ds.column_names:
@@ -443,19 +356,7 @@ class HFImageCorpus(_TableReading):
         return self._datasets
 
     def units(self) -> list[WorkUnit]:
-        units = []
-        n = self.options.unit_size
-        for split, ds in self._load().items():
-            for start in range(0, len(ds), n):
-                units.append(WorkUnit(unit_id_from(self.name, split, f"{start // n:05d}"), self.name,
-                                      {"split": split, "start": start, "stop": min(start + n, len(ds))}))
-        return units
-
-    def read(self, unit: WorkUnit) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_all)
-
-    def read_part(self, unit: WorkUnit, part: int, n_parts: int) -> Iterator[ImageText | SkipSample]:
-        return self._read_positions(unit, keep_part(part, n_parts))
+        return row_range_units(self, self._load(), self.options.unit_size)
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:

@@ -55,3 +55,27 @@ def test_a_shard_that_fails_in_the_background_is_skipped_with_a_warning(tmp_path
     assert keys == [f"shard-000000_{i:07d}" for i in range(5)]
     assert "shard-000001.tar: holds fewer samples than its manifest says; 5 skipped" in caplog.text
     assert "shard-000002.tar: unreadable" in caplog.text
+
+
+def test_infinite_mode_opens_the_next_epochs_first_shard_in_the_background(tmp_path, vocab, monkeypatch):
+    """One shard per slot and epoch (2 shards, 2 ranks): without looking past the epoch's end
+    every shard would be opened synchronously."""
+    import itertools
+
+    url = str(tmp_path / "set")
+    write_set(url, vocab, 10, per_shard=5)
+    calls: list[str] = []
+    real = reader._read_index
+
+    def spy(shard_url, decoder):
+        calls.append(threading.current_thread().name)
+        return real(shard_url, decoder)
+
+    monkeypatch.setattr(reader, "_read_index", spy)
+    cfg = ReaderConfig(seed=3, infinite=True, rank=0, world_size=2)
+    got = [s.key for s in itertools.islice(ShardDataset([url], vocab, L, cfg), 20)]  # 4 epochs of 5
+    # only the very first shard is read synchronously (the thread starts on the next one at once)
+    assert calls.count("MainThread") == 1 and calls.count("trimodal-shard-open") >= 3
+    monkeypatch.setattr(reader, "_read_index", real)
+    monkeypatch.setattr(reader._SliceReader, "_open_next", lambda self, shard_idx: None)
+    assert [s.key for s in itertools.islice(ShardDataset([url], vocab, L, cfg), 20)] == got

@@ -202,17 +202,21 @@ class _SliceReader:
 
     Each shard is read whole and indexed once (tario.index_shard); the last one stays cached,
     since windows run through the slice in order, and the next one in the slice is already
-    being opened in the background (`_Opening`).
+    being opened in the background (`_Opening`). After the last one comes `then` (infinite
+    mode: the first shard of this slot's next epoch), so a slot with one shard per epoch
+    still overlaps its reads; `ahead` is an opening handed over from the previous epoch.
     """
 
     def __init__(self, manifest: Manifest, segments: list[tuple[int, int, int]], name: str,
-                 decoder: TokenDecoder):
+                 decoder: TokenDecoder, then: int | None = None,
+                 ahead: tuple[int, _Opening] | None = None):
         self.manifest = manifest
         self.segments = segments
         self.name = name
         self.decoder = decoder
+        self.then = then
         self._cached: tuple[int, list[SampleRef | None]] | None = None
-        self._ahead: tuple[int, _Opening] | None = None
+        self._ahead = ahead
 
     def read(self, start: int, stop: int) -> list[SampleRef | None]:
         out: list[SampleRef | None] = []
@@ -260,8 +264,8 @@ class _SliceReader:
         return samples
 
     def _open_next(self, shard_idx: int) -> None:
-        """Start opening the shard that follows `shard_idx` in this slice, if any."""
-        order = [s for s, _, _ in self.segments]
+        """Start opening the shard that follows `shard_idx` in this slice (or `then`), if any."""
+        order = [s for s, _, _ in self.segments] + ([self.then] if self.then is not None else [])
         if shard_idx in order and order.index(shard_idx) + 1 < len(order):
             nxt = order[order.index(shard_idx) + 1]
             self._ahead = (nxt, _Opening(self.manifest.shard_url(self.manifest.shards[nxt]), self.decoder))
@@ -279,16 +283,25 @@ class _SourceStream:
         #: Part of the state, because whether a draw can land on it decides the mix.
         self.dead = dead
         self._items: list[SampleRef | None] = []
+        self.reader: _SliceReader | None = None
         self._wstart = self._wstop = 0  # slice positions the window covers
         self._plan_epoch()
 
     def _plan_epoch(self) -> None:
         ds = self.ds
-        segments = slot_slice(ds.manifests[self.index], self.index, ds.config.seed, self.epoch,
+
+        def plan(epoch: int) -> list[tuple[int, int, int]]:
+            return slot_slice(ds.manifests[self.index], self.index, ds.config.seed, epoch,
                               ds.config.shuffle, self.slot, self.n_slots)
+
+        segments = plan(self.epoch)
+        then = None
+        if ds.config.infinite:
+            following = plan(self.epoch + 1)
+            then = following[0][0] if following else None
         self.length = sum(c for _, _, c in segments)
-        self.reader = _SliceReader(ds.manifests[self.index], segments, ds.names[self.index],
-                                   ds.decoder)
+        self.reader = _SliceReader(ds.manifests[self.index], segments, ds.names[self.index], ds.decoder,
+                                   then, self.reader._ahead if self.reader is not None else None)
         self._items, self._wstart, self._wstop = [], 0, 0
 
     def _load_window(self) -> None:

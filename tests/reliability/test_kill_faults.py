@@ -79,7 +79,7 @@ def test_tokenize_job_killed_then_rerun_equals_uninterrupted(job_world, tmp_path
 
 # --- pack -> shard sets -------------------------------------------------------------------------
 PACK_POINTS = {
-    "trimodal.shards.writer:add_member": ("before",),  # mid-shard (k-th tar member)
+    "trimodal.shards.writer:write_member": ("before",),  # mid-shard (k-th tar member)
     "trimodal.shards.writer:ShardWriter._finish_shard": ("before", "after"),  # around a shard's rename
     "trimodal.shards.writer:write_manifest": ("before", "after"),  # between two finished sets
 }

@@ -99,10 +99,19 @@ def write_table(rows: list[TokenRow], path: str) -> None:
         pq.write_table(rows_to_table(rows), f)
 
 
-def read_table(path: str) -> list[TokenRow]:
+def read_arrow(path: str) -> pa.Table:
+    """A token table file as Arrow, in SCHEMA's columns and types (ValueError naming the file
+    when it is not one)."""
     with fsspec.open(path, "rb") as f:
         table = pq.read_table(f)
     missing = set(SCHEMA.names) - set(table.column_names)
     if missing:
         raise ValueError(f"{path}: not a token table, missing columns {sorted(missing)}")
-    return table_to_rows(table)
+    try:
+        return table.select(SCHEMA.names).cast(SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise ValueError(f"{path}: token table columns of the wrong type ({err})") from err
+
+
+def read_table(path: str) -> list[TokenRow]:
+    return table_to_rows(read_arrow(path))

@@ -13,10 +13,11 @@ import re
 from typing import Any, Iterable, Iterator, Protocol
 
 import fsspec
+import pyarrow as pa
 from tqdm import tqdm
 
 from trimodal.packing.layout import PackedSequence
-from trimodal.packing.table import TokenRow, read_table
+from trimodal.packing.table import read_arrow
 from trimodal.shards.manifest import MANIFEST_NAME, ShardError, join_url
 from trimodal.shards.writer import ShardWriter, WriterConfig
 
@@ -29,7 +30,7 @@ class _Packer(Protocol):
     config: Any
     vocab: Any
 
-    def pack(self, rows: Iterable[TokenRow]) -> Iterator[PackedSequence]: ...
+    def pack_tables(self, tables: Iterable[pa.Table]) -> Iterator[PackedSequence]: ...
 
 
 def list_tables(specs: Iterable[str]) -> list[str]:
@@ -56,15 +57,17 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "default"
 
 
-def _rows(tables: list[str], skipped: list[str]) -> Iterator[TokenRow]:
+def _tables(tables: list[str], skipped: list[str]) -> Iterator[pa.Table]:
+    """The readable token tables as Arrow (the packer takes their columns whole: no Python
+    object per token); an unreadable one is logged and listed in sets.json."""
     for url in tqdm(tables, desc="token tables", unit="table", disable=len(tables) < 2):
         try:
-            rows = read_table(url)
+            table = read_arrow(url)
         except Exception as err:  # noqa: BLE001 - one unreadable table must not end the job
             log.warning("%s: skipped, unreadable token table (%s)", url, err)
             skipped.append(url)
             continue
-        yield from rows
+        yield table
 
 
 def pack_tables(tables: list[str], packer: _Packer, out: str, writer_config: WriterConfig,
@@ -76,7 +79,7 @@ def pack_tables(tables: list[str], packer: _Packer, out: str, writer_config: Wri
     writers: dict[tuple[str, str], ShardWriter] = {}
     skipped: list[str] = []
     try:
-        for seq in tqdm(packer.pack(_rows(tables, skipped)), desc="packing", unit="seq"):
+        for seq in tqdm(packer.pack_tables(_tables(tables, skipped)), desc="packing", unit="seq"):
             group = (seq.task, seq.source)
             w = writers.get(group)
             if w is None:

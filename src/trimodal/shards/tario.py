@@ -1,7 +1,10 @@
 """Tar bytes in and out, and the sample record format inside them.
 
-Writing goes through the standard library's `tarfile` (POSIX pax format, fixed owner and
-mtime so equal inputs give byte-equal shards and equal sha256). Reading uses a small
+Writing produces what the standard library's `tarfile` writes (POSIX pax format, fixed owner
+and mtime so equal inputs give byte-equal shards and equal sha256), byte for byte: headers of
+our short ASCII member names are filled into a template that `tarfile` made (its own per-member
+header code costs more than the rest of writing a sample); other names go through `tarfile`.
+Reading uses a small
 header parser of our own instead of `tarfile`: the reader's throughput goal is a fraction
 of the raw read rate, and `tarfile`'s per-member bookkeeping costs more than decoding our
 two small members. The parser handles what `tarfile` (and GNU tar) write for plain files:
@@ -60,14 +63,53 @@ def encode_meta(seq: PackedSequence) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
-def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _member_info(name: str, size: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
-    info.size = len(data)
+    info.size = size
     info.mtime = FIXED_MTIME
     info.mode = 0o444
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    tar.addfile(info, io.BytesIO(data))
+    return info
+
+
+def add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    """One member through `tarfile` (tests build foreign and hostile tars with it)."""
+    tar.addfile(_member_info(name, len(data)), io.BytesIO(data))
+
+
+def _tarfile_header(name: str, size: int) -> bytes:
+    return _member_info(name, size).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape")
+
+
+@functools.lru_cache(maxsize=1)
+def _header_template() -> bytes:
+    """tarfile's header of an unnamed empty member, with the checksum field blanked (spaces,
+    as the checksum is computed): name, size and checksum are all that differ per member."""
+    h = bytearray(_tarfile_header("", 0))
+    h[148:156] = b" " * 8
+    return bytes(h)
+
+
+def member_bytes(name: str, data: bytes) -> bytes:
+    """One tar member exactly as `tarfile` writes it in pax format: header, data, padding."""
+    raw = name.encode("utf-8")
+    if raw.isascii() and 0 < len(raw) <= 100 and len(data) < 8 ** 11:
+        h = bytearray(_header_template())
+        h[0:len(raw)] = raw
+        h[124:136] = b"%011o\0" % len(data)
+        h[148:155] = b"%06o\0" % sum(h)  # byte 155 stays a space, as tarfile leaves it
+        header = bytes(h)
+    else:  # long or non-ASCII names need pax records: tarfile writes those
+        header = _tarfile_header(name, len(data))
+    return header + data + bytes(-len(data) % BLOCK)
+
+
+def archive_end(size: int) -> bytes:
+    """What closes a tar of `size` bytes: two zero blocks, then zeros up to tarfile's record
+    size (20 blocks), as `tarfile` pads it."""
+    end = 2 * BLOCK
+    return bytes(end + (-(size + end) % tarfile.RECORDSIZE))
 
 
 # --- reading ------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import datetime as _dt
 import hashlib
 import logging
 import re
-import tarfile
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
@@ -26,7 +25,7 @@ from trimodal.packing.layout import PackedSequence
 from trimodal.packing.vocab import Vocab
 from trimodal.shards.manifest import (MANIFEST_NAME, VOCAB_NAME, Manifest, ShardEntry,
                                       ShardError, join_url, write_manifest)
-from trimodal.shards.tario import BLOCK, add_member, encode_meta, encode_tokens
+from trimodal.shards.tario import TokenDecoder, archive_end, encode_meta, member_bytes
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,6 @@ class _OpenShard:
     final_path: str
     file: Any
     sink: _HashingSink
-    tar: tarfile.TarFile
     samples: int = 0
     tar_bytes: int = 0
     pad_tokens: int = 0
@@ -117,6 +115,7 @@ class ShardWriter:
         self._sources: dict[str, dict[str, int]] = {}
         self._shard: _OpenShard | None = None
         self._run_id = uuid.uuid4().hex[:8]
+        self._npy_header = TokenDecoder(length, vocab.size).header
         self._closed = False
         self.manifest: Manifest | None = None
 
@@ -132,11 +131,10 @@ class ShardWriter:
             raise ShardError(f"{where} holds ids outside the vocabulary [0, {self.vocab.size})")
         shard = self._shard or self._open_shard()
         key = f"{shard.name.split('.')[0]}_{shard.samples:07d}"
-        for name, data in ((f"{key}.tokens.npy", encode_tokens(tokens)),
-                           (f"{key}.meta.json", encode_meta(seq))):
-            add_member(shard.tar, name, data)
-            # tarfile buffers whole records, so count the bytes ourselves: header + padded data
-            shard.tar_bytes += BLOCK + -(-len(data) // BLOCK) * BLOCK
+        # np.save's bytes: the (fixed) npy header, then the little-endian int32 payload
+        npy = self._npy_header + tokens.astype("<i4", copy=False).tobytes()
+        for name, data in ((f"{key}.tokens.npy", npy), (f"{key}.meta.json", encode_meta(seq))):
+            write_member(shard, name, data)
         shard.samples += 1
         shard.pad_tokens += int(seq.pad_count)
         shard.tasks[seq.task] = shard.tasks.get(seq.task, 0) + 1
@@ -180,7 +178,6 @@ class ShardWriter:
         if self._shard is not None:
             shard, self._shard = self._shard, None
             try:
-                shard.tar.close()
                 shard.file.close()
             except Exception:  # noqa: BLE001 - we are cleaning up after a failure already
                 pass
@@ -221,15 +218,13 @@ class ShardWriter:
         name = f"{self.config.prefix}-{len(self._entries):06d}.tar"
         tmp = f"{self.root}/.{name}.{self._run_id}.tmp"
         f = self.fs.open(tmp, "wb")
-        sink = _HashingSink(f)
-        tar = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
-        self._shard = _OpenShard(name, tmp, f"{self.root}/{name}", f, sink, tar)
+        self._shard = _OpenShard(name, tmp, f"{self.root}/{name}", f, _HashingSink(f))
         return self._shard
 
     def _finish_shard(self) -> None:
         shard = self._shard
         assert shard is not None
-        shard.tar.close()
+        shard.sink.write(archive_end(shard.tar_bytes))
         shard.file.close()
         self.fs.mv(shard.tmp_path, shard.final_path)
         self._entries.append(ShardEntry(
@@ -238,6 +233,13 @@ class ShardWriter:
             tasks=dict(shard.tasks)))
         log.debug("finished %s: %d samples, %d bytes", shard.name, shard.samples, shard.sink.size)
         self._shard = None
+
+
+def write_member(shard: _OpenShard, name: str, data: bytes) -> None:
+    """Append one tar member to the shard in progress."""
+    chunk = member_bytes(name, data)
+    shard.sink.write(chunk)
+    shard.tar_bytes += len(chunk)
 
 
 def write_shards(seqs: Iterable[PackedSequence], url: str, vocab: Vocab, length: int, mode: str,

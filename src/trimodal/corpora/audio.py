@@ -22,7 +22,7 @@ import numpy as np
 from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
     BAD_RECORD, PositionalCorpus, folder_units, has_lone_surrogates, is_regular_path, read_tar_positions,
-    hf_splits, row_range_units, tar_units,
+    hf_splits, row_range_rows, row_range_units, tar_units,
 )
 from trimodal.corpora.samples import AudioText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -234,18 +234,9 @@ class HFAudioCorpus(PositionalCorpus):
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[AudioText | SkipSample]:
-        """Only the rows `keep` selects are fetched from Arrow (another worker's audio bytes
-        are never copied out here)."""
-        ds = self._load()[unit.payload["split"]]
-        start, stop = unit.payload["start"], unit.payload["stop"]
-        prefix = f"{unit.payload['split']}:" if unit.payload["split"] else ""
-        mine = [j for j in range(stop - start) if keep(j)]
-        if not mine:
-            return
-        chunk = ds[start:stop] if len(mine) == stop - start else ds[[start + j for j in mine]]
+        chunk, keys = row_range_rows(self._load(), unit, keep)
         text_col, kc = self._text_columns[unit.payload["split"]], self.options.key_column
-        for k, j in enumerate(mine):
-            key = f"{prefix}{start + j}"
+        for k, key in enumerate(keys):
             if kc and kc in chunk and chunk[kc][k] not in (None, ""):
                 key = str(chunk[kc][k])
             audio = self._audio_bytes(key, chunk[self.options.audio_column][k])

@@ -305,6 +305,21 @@ def hf_splits(path: str, split: str = "") -> dict[str, Any]:
     return splits
 
 
+def row_range_rows(splits: dict[str, Any], unit: WorkUnit, keep: Callable[[int], bool]
+                   ) -> tuple[dict[str, list], list[str]]:
+    """The rows `keep` selects of a `row_range_units` unit, fetched from Arrow in one call
+    (another worker's rows, e.g. their image or audio bytes, are never copied out): the
+    columns {name: values} and each row's default key ("split:index", or "index")."""
+    ds = splits[unit.payload["split"]]
+    start, stop = unit.payload["start"], unit.payload["stop"]
+    prefix = f"{unit.payload['split']}:" if unit.payload["split"] else ""
+    mine = [j for j in range(stop - start) if keep(j)]
+    if not mine:
+        return {}, []
+    chunk = ds[start:stop] if len(mine) == stop - start else ds[[start + j for j in mine]]
+    return chunk, [f"{prefix}{start + j}" for j in mine]
+
+
 def row_range_units(corpus: PositionalCorpus, splits: dict[str, Any], unit_size: int) -> list[WorkUnit]:
     """Units of `unit_size` consecutive rows per split. Payload: {"split", "start", "stop"}."""
     units = []

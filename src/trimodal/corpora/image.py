@@ -30,7 +30,7 @@ from trimodal.config import ConfigError, require
 from trimodal.corpora.common import (
     BAD_CAPTION_ENCODING, BAD_RECORD, EMPTY_IMAGE, MISSING_CAPTION, MISSING_IMAGE, PositionalCorpus,
     TarGroup, decode_caption, folder_units, has_lone_surrogates, is_regular_path, list_files,
-    hf_splits, read_tar_positions, row_range_units, tar_units, unit_id_from,
+    hf_splits, read_tar_positions, row_range_rows, row_range_units, tar_units, unit_id_from,
 )
 from trimodal.corpora.samples import ImageText
 from trimodal.corpora.samples import SkipSample, WorkUnit
@@ -360,17 +360,10 @@ class HFImageCorpus(_TableReading, PositionalCorpus):
 
     def _read_positions(self, unit: WorkUnit, keep: Callable[[int], bool]
                         ) -> Iterator[ImageText | SkipSample]:
-        ds = self._load()[unit.payload["split"]]
-        start, stop = unit.payload["start"], unit.payload["stop"]
-        base_dir = self.root
-        prefix = f"{unit.payload['split']}:" if unit.payload["split"] else ""
-        mine = [j for j in range(stop - start) if keep(j)]
-        if not mine:
-            return
-        chunk = ds[start:stop] if len(mine) == stop - start else ds[[start + j for j in mine]]
-        for k, j in enumerate(mine):
+        chunk, keys = row_range_rows(self._load(), unit, keep)
+        for k, key in enumerate(keys):
             row = {c: chunk[c][k] for c in chunk}
-            yield self._row_sample(row, f"{prefix}{start + j}", base_dir, unit.source)
+            yield self._row_sample(row, key, self.root, unit.source)
 
     def __getstate__(self) -> dict[str, Any]:
         # Arrow-backed datasets reopen cheaply; do not ship them to DataLoader workers.

@@ -4,11 +4,10 @@ Writing produces what the standard library's `tarfile` writes (POSIX pax format,
 and mtime so equal inputs give byte-equal shards and equal sha256), byte for byte: headers of
 our short ASCII member names are filled into a template that `tarfile` made (its own per-member
 header code costs more than the rest of writing a sample); other names go through `tarfile`.
-Reading uses a small
-header parser of our own instead of `tarfile`: the reader's throughput goal is a fraction
-of the raw read rate, and `tarfile`'s per-member bookkeeping costs more than decoding our
-two small members. The parser handles what `tarfile` (and GNU tar) write for plain files:
-ustar headers, pax extended headers ('x'/'g') and GNU long names ('L').
+Reading uses a small header parser of our own instead of `tarfile`: the reader's throughput
+goal is a fraction of the raw read rate, and `tarfile`'s per-member bookkeeping costs more
+than decoding our two small members. The parser handles what `tarfile` (and GNU tar) write
+for plain files: ustar headers, pax extended headers ('x'/'g') and GNU long names ('L').
 
 Two readers share that parser's rules: `iter_tar`/`iter_samples` stream a file object
 (verify, inspect), and `index_shard` indexes a whole shard held in memory (the training

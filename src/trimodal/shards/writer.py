@@ -72,7 +72,6 @@ class _OpenShard:
     file: Any
     sink: _HashingSink
     samples: int = 0
-    tar_bytes: int = 0
     pad_tokens: int = 0
     tasks: dict[str, int] = field(default_factory=dict)
 
@@ -144,7 +143,7 @@ class ShardWriter:
             c["tokens"] += self.length
             c["pad_tokens"] += int(seq.pad_count)
         full = shard.samples >= self.config.max_samples or (
-            self.config.max_bytes is not None and shard.tar_bytes >= self.config.max_bytes)
+            self.config.max_bytes is not None and shard.sink.size >= self.config.max_bytes)
         if full:
             self._finish_shard()
 
@@ -224,7 +223,7 @@ class ShardWriter:
     def _finish_shard(self) -> None:
         shard = self._shard
         assert shard is not None
-        shard.sink.write(archive_end(shard.tar_bytes))
+        shard.sink.write(archive_end(shard.sink.size))
         shard.file.close()
         self.fs.mv(shard.tmp_path, shard.final_path)
         self._entries.append(ShardEntry(
@@ -237,9 +236,7 @@ class ShardWriter:
 
 def write_member(shard: _OpenShard, name: str, data: bytes) -> None:
     """Append one tar member to the shard in progress."""
-    chunk = member_bytes(name, data)
-    shard.sink.write(chunk)
-    shard.tar_bytes += len(chunk)
+    shard.sink.write(member_bytes(name, data))
 
 
 def write_shards(seqs: Iterable[PackedSequence], url: str, vocab: Vocab, length: int, mode: str,

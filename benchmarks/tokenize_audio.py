@@ -30,7 +30,8 @@ import torch
 
 from trimodal.corpora.audio import AudioCorpusOptions, decode_audio, open_audio_corpus
 from trimodal.jobs.audio import AudioEncoder
-from trimodal.jobs.runner import JobConfig, resolve_device, run_job
+from trimodal.io import resolve_device
+from trimodal.jobs.runner import JobConfig, run_job
 from trimodal.tokenizers.audio import DAC16K_PRESET, TINY_PRESET, AudioTokenizer, to_codec_input
 from trimodal.tokenizers.text import TextTokenizer, TextTokenizerConfig
 

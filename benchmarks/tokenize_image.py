@@ -40,7 +40,8 @@ from PIL import Image, ImageDraw
 
 from trimodal.corpora.image import ImageCorpusOptions, open_image_corpus
 from trimodal.jobs.image import ImageEncoder, open_image
-from trimodal.jobs.runner import JobConfig, cpu_cores, encoder_threads, resolve_device, run_job
+from trimodal.io import resolve_device
+from trimodal.jobs.runner import JobConfig, cpu_cores, encoder_threads, run_job
 from trimodal.tokenizers.image import (
     AutoencoderConfig, ImageTokenizer, ImageTokenizerConfig, QuantizerConfig, preprocess,
 )

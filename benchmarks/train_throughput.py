@@ -32,7 +32,8 @@ from trimodal.mdm_core.data import InMemoryBatches, synthetic_corpus
 from trimodal.mdm_core.loss import TokenTables, forward_process, mdm_loss
 from trimodal.mdm_core.optim import build_optimizer
 from trimodal.mdm_core.schedules import MaskSchedule
-from trimodal.mdm_core.trainer import build_model, pick_device, dist_env, train
+from trimodal.io import resolve_device
+from trimodal.mdm_core.trainer import build_model, dist_env, train
 from trimodal.packing.vocab import Vocab
 
 RESULTS = Path(__file__).parent / "results"
@@ -124,7 +125,7 @@ def main() -> None:
         "max_steps": args.steps + log_every, "log_every": log_every, "eval_every": 0,
         "ckpt_every": 0, "progress": False, "optim": {"warmup_steps": 5},
     })
-    device = pick_device(args.device, dist_env())
+    device = resolve_device(args.device, dist_env().local_rank)
     tokens = torch.from_numpy(synthetic_corpus(vocab, 8 * args.batch, args.seq_len, seed=0))
 
     # Alternate bare and trainer runs and take medians: on a shared machine the load drifts,

@@ -583,8 +583,8 @@ def _run_sample(args: argparse.Namespace) -> int:
         cfg = default_config(modality, overrides)
         if task == "text" and cfg.cfg_scale is not None:
             return fail("classifier-free guidance needs a condition; text continuation has none")
-        device = torch.device(args.device if args.device != "auto" else
-                              ("cuda" if torch.cuda.is_available() else "cpu"))
+        from trimodal.io import resolve_device
+        device = resolve_device(args.device)
         vocab = Vocab.load(args.vocab) if args.vocab else None
         model, vocab = load_model(args.checkpoint, vocab, device)
         if not args.text_tokenizer:

@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 import fsspec
 import yaml
 
+from trimodal.errors import ConfigError
+from trimodal.io import atomic_open
+
+__all__ = ["ConfigError", "from_dict", "load", "require", "save", "to_dict"]
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    """A config value or file is wrong; the message names the field and the problem."""
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -134,7 +135,7 @@ def load(path: str | Path, cls: type[T]) -> T:
 def save(obj: Any, path: str | Path) -> None:
     """Write a dataclass as YAML (or JSON when the name ends in .json)."""
     data = to_dict(obj)
-    with fsspec.open(str(path), "w") as f:
+    with atomic_open(str(path), "w") as f:
         if str(path).endswith(".json"):
             json.dump(data, f, indent=2, sort_keys=True)
         else:

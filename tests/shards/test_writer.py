@@ -109,7 +109,7 @@ def test_crash_without_cleanup_leaves_only_hidden_temp(tmp_path, vocab):
     w = ShardWriter(str(tmp_path), vocab, L, "pad", WriterConfig(max_samples=5))
     for seq in _mixed_seqs(vocab, 3):
         w.write(seq)  # then the process "dies": no close, no abort
-    w._shard.file.flush()
+    w._shard.target.file.flush()
     names = [p.name for p in tmp_path.iterdir()]
     assert names and all(n.startswith(".") and n.endswith(".tmp") for n in names)
     assert not list(tmp_path.glob("*.tar")) and not (tmp_path / "manifest.json").exists()

@@ -23,6 +23,7 @@ import torch
 from trimodal.config import require
 from trimodal.corpora.demo import DemoCorpusConfig
 from trimodal.demo.stages import StageRunner
+from trimodal.io import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Demo:
 
         text_tok, image_tok, audio_tok = self._tokenizers()
         audio_tok = audio_tok.with_n_q(self.cfg.audio_n_q)
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device("auto")
         model, vocab = load_model(str(self.mdm_dir), device=device)
         sampler = Sampler(model_logits_fn(model, vocab), vocab, text=text_tok, image=image_tok, audio=audio_tok,
                           device=device, pad_to=self.cfg.seq_len)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from trimodal.io import atomic_write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -44,10 +46,7 @@ class StageRunner:
         start = time.perf_counter()
         summary = fn()
         seconds = time.perf_counter() - start
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seconds": seconds, "summary": summary}, indent=2, default=str))
-        tmp.replace(marker)
+        atomic_write_json(str(marker), {"seconds": seconds, "summary": summary}, indent=2, default=str)
         log.info("stage %-18s done in %.1f s", name, seconds)
         self.results.append(StageResult(name, seconds, False, summary))
         return summary

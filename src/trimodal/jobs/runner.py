@@ -25,10 +25,9 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import fsspec
 import torch
@@ -37,7 +36,8 @@ from tqdm.auto import tqdm
 
 from trimodal.config import ConfigError, require
 from trimodal.jobs.protocol import Corpus, Encoder, SkipSample, WorkUnit
-from trimodal.launch import resolve_rank  # noqa: F401  (re-exported: jobs take ranks from here)
+from trimodal.io import atomic_open, resolve_device, stale_temps
+from trimodal.launch import local_rank, resolve_rank
 from trimodal.packing.table import TokenRow
 
 log = logging.getLogger(__name__)
@@ -134,15 +134,6 @@ def _torch_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
 # --- output paths and atomic writes ---------------------------------------------------------
 def table_path(out: str, unit_id: str) -> str:
     return f"{out.rstrip('/')}/tables/{unit_id}.parquet"
@@ -152,22 +143,15 @@ def stats_path(out: str, unit_id: str) -> str:
     return f"{out.rstrip('/')}/tables/{unit_id}.stats.json"
 
 
-def _atomic_write(fs: fsspec.AbstractFileSystem, path: str, write) -> None:
-    """Write via `write(f)` to a temp name beside `path`, then rename into place."""
-    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
-    try:
-        with fs.open(tmp, "wb") as f:
-            write(f)
-        fs.mv(tmp, path)
-    except BaseException:
-        with contextlib.suppress(Exception):
-            if fs.exists(tmp):
-                fs.rm(tmp)
-        raise
+def _atomic_write(url: str, write: Callable[[IO[bytes]], Any], fsync: bool = True) -> None:
+    """Every output file of a job goes through here (`trimodal.io.atomic_open`): one place
+    for the reliability tests to kill the process between two files."""
+    with atomic_open(url, "wb", fsync) as f:
+        write(f)
 
 
-def _write_json(fs: fsspec.AbstractFileSystem, path: str, data: dict) -> None:
-    _atomic_write(fs, path, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()))
+def _write_json(url: str, data: dict, fsync: bool = True) -> None:
+    _atomic_write(url, lambda f: f.write(json.dumps(data, indent=2, sort_keys=True).encode()), fsync)
 
 
 def _read_json(fs: fsspec.AbstractFileSystem, path: str) -> dict:
@@ -430,7 +414,7 @@ def run_job(corpus: Corpus, encoder: Encoder, config: JobConfig) -> dict[str, An
     Also writes `<out>/report_rank<r>.json` and refreshes the merged `<out>/report.json`.
     """
     rank, world = resolve_rank(config.rank, config.world_size)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, local_rank())
     fs, _ = fsspec.core.url_to_fs(config.out)
     out = config.out.rstrip("/")
     fs.makedirs(_strip(fs, f"{out}/tables"), exist_ok=True)
@@ -465,8 +449,8 @@ def run_job(corpus: Corpus, encoder: Encoder, config: JobConfig) -> dict[str, An
                  threads, config.workers)
     with _torch_threads(threads):
         for unit, rows, stats in encode_units(corpus, pending, encoder, config, device, rank):
-            _atomic_write(fs, _strip(fs, table_path(out, unit.id)), lambda f: _write_rows(rows, f))
-            _write_json(fs, _strip(fs, stats_path(out, unit.id)), stats.to_dict())
+            _atomic_write(table_path(out, unit.id), lambda f: _write_rows(rows, f))
+            _write_json(stats_path(out, unit.id), stats.to_dict())
             report.units_done += 1
             report.samples_ok += stats.samples_ok
             for reason, entry in stats.skipped.items():
@@ -478,8 +462,8 @@ def run_job(corpus: Corpus, encoder: Encoder, config: JobConfig) -> dict[str, An
     bar.close()
     report.seconds = time.perf_counter() - t0
     result = report.to_dict()
-    _write_json(fs, _strip(fs, f"{out}/report_rank{rank}.json"), result)
-    write_merged_report(fs, out, len(units))
+    _write_json(f"{out}/report_rank{rank}.json", result)
+    write_merged_report(out, len(units))
     log.info("rank %d: %d units encoded, %d already done, %d samples ok, %d skipped, %.1f items/s",
              rank, report.units_done, report.units_already_done, report.samples_ok,
              sum(report.skipped.values()), result["items_per_s"])
@@ -496,24 +480,25 @@ def _write_rows(rows: list[TokenRow], f) -> None:
 
 def _remove_stale_temps(fs: fsspec.AbstractFileSystem, out: str, unit_id: str) -> None:
     """Temp files of this unit left by a killed earlier run (this rank owns the unit)."""
-    for path in fs.glob(_strip(fs, f"{out}/tables/{unit_id}.*.tmp-*")):
-        with contextlib.suppress(FileNotFoundError):
-            fs.rm(path)
+    for target in (table_path(out, unit_id), stats_path(out, unit_id)):
+        for path in stale_temps(fs, _strip(fs, target)):
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(path)
 
 
 # --- reports --------------------------------------------------------------------------------
-def write_merged_report(fs: fsspec.AbstractFileSystem, out: str, units_total: int,
-                        max_rounds: int = 8) -> dict[str, Any]:
+def write_merged_report(out: str, units_total: int, max_rounds: int = 8) -> dict[str, Any]:
     """Refresh `<out>/report.json` until it agrees with what is on disk after the write.
 
     Ranks that finish together race: rank A merges before rank B's files exist, B writes its
     complete merge, then A's stale one lands on top. Re-reading after each write closes that:
     a rank's last write is followed by a merge that equals it, so every file written before
-    that last merge (another rank's stats and report) is in the report a rank leaves."""
-    path = _strip(fs, f"{out}/report.json")
+    that last merge (another rank's stats and report) is in the report a rank leaves. Not
+    fsynced: it is rebuilt from the stats files whenever it is lost."""
+    path = f"{out.rstrip('/')}/report.json"
     merged = merge_reports(out, units_total=units_total)
     for _ in range(max_rounds):
-        _write_json(fs, path, merged)
+        _write_json(path, merged, fsync=False)
         again = merge_reports(out, units_total=units_total)
         if again == merged:
             break

@@ -21,6 +21,7 @@ from typing import Any
 import fsspec
 import torch
 
+from trimodal.io import atomic_write
 from trimodal.packing.vocab import VocabError
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,9 @@ class CheckpointError(RuntimeError):
 
 
 def _write(obj: Any, url: str) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    tmp = path + ".tmp"
-    with fs.open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-    fs.mv(tmp, path)
+    atomic_write(url, buf.getvalue())
 
 
 def _read(url: str, map_location: Any = "cpu") -> Any:
@@ -87,10 +84,7 @@ def save_main_state(out_dir: str, step: int, model_state: dict, optim_state: dic
 
 def mark_latest(out_dir: str, step: int) -> None:
     """Point `latest` at a checkpoint once every rank has written its part."""
-    fs, path = fsspec.core.url_to_fs(posixpath.join(out_dir, "latest"))
-    with fs.open(path + ".tmp", "w") as f:
-        f.write(posixpath.basename(step_dir(out_dir, step)))
-    fs.mv(path + ".tmp", path)
+    atomic_write(posixpath.join(out_dir, "latest"), posixpath.basename(step_dir(out_dir, step)))
     log.info("checkpoint saved: %s", step_dir(out_dir, step))
 
 

@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from trimodal.config import ConfigError, save as save_config, to_dict
+from trimodal.io import atomic_write, atomic_write_json, resolve_device
 from trimodal.launch import local_rank, resolve_rank
 from trimodal.mdm_core import checkpoint as ckpt
 from trimodal.mdm_core import parallel
@@ -69,15 +70,6 @@ def dist_env() -> DistEnv:
     """Rank, world size and local rank from torchrun's or SLURM's variables (launch.py)."""
     rank, world = resolve_rank()
     return DistEnv(rank, world, local_rank())
-
-
-def pick_device(name: str, env: DistEnv) -> torch.device:
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return torch.device("cpu")
-        # modulo: srun --gpus-per-task 1 leaves each task one visible GPU, whatever its local rank
-        return torch.device(f"cuda:{env.local_rank % torch.cuda.device_count()}")
-    return torch.device(name)
 
 
 def data_batch_size(cfg: TrainConfig) -> int:
@@ -190,9 +182,7 @@ def trim_metrics(path: str, step: int) -> None:
             keep.append(line)
     if len(keep) == len(lines):
         return
-    with fs.open(fs_path + ".tmp", "w") as f:
-        f.write("".join(line + "\n" for line in keep))
-    fs.mv(fs_path + ".tmp", fs_path)
+    atomic_write(path, "".join(line + "\n" for line in keep))
     log.info("%s: dropped %d record(s) after step %d (redone from the checkpoint)", path,
              len(lines) - len(keep), step)
 
@@ -200,15 +190,15 @@ def trim_metrics(path: str, step: int) -> None:
 def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
           eval_data: Callable[[], Iterable[dict]] | None = None) -> TrainResult:
     env = dist_env()
+    device = resolve_device(cfg.device, env.local_rank)
     if env.world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and cfg.device in ("auto", "cuda") else "gloo"
+        backend = "nccl" if device.type == "cuda" else "gloo"
         if not os.environ.get("MASTER_ADDR"):
             raise ConfigError("several processes (rank/world from torchrun or SLURM) but MASTER_ADDR is "
                               "not set: launch with torchrun, or export MASTER_ADDR (the first host) "
                               "and MASTER_PORT yourself (see docs/scale-out.md)")
         # rank and world are passed because under plain srun only SLURM's variables are set
         dist.init_process_group(backend, rank=env.rank, world_size=env.world_size)
-    device = pick_device(cfg.device, env)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.seed)
@@ -228,10 +218,10 @@ def train(cfg: TrainConfig, vocab: Vocab, data: Iterable[dict],
         fs.makedirs(out_path, exist_ok=True)
         save_config(cfg, posixpath.join(cfg.out_dir, "config.yaml"))
         vocab.save(posixpath.join(cfg.out_dir, "vocab.json"))
-        with fsspec.open(posixpath.join(cfg.out_dir, "hparams.json"), "w") as f:
-            json.dump({"sde_enabled": cfg.sde.enabled, **hp.as_dict(),
-                       "groups": [{k: g[k] for k in ("name", "lr", "eps", "weight_decay", "betas")}
-                                  for g in optimizer.param_groups]}, f, indent=2)
+        atomic_write_json(posixpath.join(cfg.out_dir, "hparams.json"),
+                          {"sde_enabled": cfg.sde.enabled, **hp.as_dict(),
+                           "groups": [{k: g[k] for k in ("name", "lr", "eps", "weight_decay", "betas")}
+                                      for g in optimizer.param_groups]}, indent=2)
         log.info("model: %.2fM non-embedding params, vocab %d; resolved hparams (kappa=%.4g): lr=%.4g "
                  "betas=(%.5f, %.5f) eps=%.3g wd=%.4g", model.num_params() / 1e6, vocab.size, hp.kappa,
                  hp.lr, hp.betas[0], hp.betas[1], hp.eps, hp.weight_decay)

@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from trimodal.config import ConfigError, require
+from trimodal.io import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -280,12 +281,6 @@ class _ExamplePicker:
         return True
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -529,7 +524,7 @@ def run_recon_bench(cfg: ReconBenchConfig) -> ReconBenchResult:
     """Load every tokenizer (failing early on a bad one), then run each over the files of its
     modality and collect metrics, rates, code statistics, throughput and HTML examples."""
     t_start = time.perf_counter()
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     toks = [load_tokenizer(spec, device, cfg.bf16) for spec in cfg.tokenizers]
     labels = _labels(cfg.tokenizers, toks)
     modalities = {spec.modality for spec in cfg.tokenizers}

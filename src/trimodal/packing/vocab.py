@@ -24,6 +24,8 @@ from typing import Literal
 import fsspec
 import numpy as np
 
+from trimodal.io import atomic_write
+
 Modality = Literal["text", "image", "audio"]
 MODALITIES: tuple[Modality, ...] = ("text", "image", "audio")
 MODALITY_INDEX: dict[str, int] = {m: i for i, m in enumerate(MODALITIES)}
@@ -132,8 +134,7 @@ class Vocab:
         return vocab
 
     def save(self, path: str) -> None:
-        with fsspec.open(path, "w") as f:
-            f.write(self.to_json())
+        atomic_write(path, self.to_json())
 
     @classmethod
     def load(cls, path: str) -> "Vocab":

@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 
 from trimodal import __version__
+from trimodal.io import atomic_write_json
 from trimodal.packing.vocab import Vocab
 
 MANIFEST_NAME = "manifest.json"
@@ -158,10 +159,6 @@ def read_manifest(path: str) -> Manifest:
 def write_manifest(manifest: Manifest, root: str) -> str:
     """Write manifest.json atomically (temp name, then rename) under `root`; returns its URL."""
     url = join_url(root, MANIFEST_NAME)
-    fs, fs_path = fsspec.core.url_to_fs(url)
-    tmp = fs_path + ".tmp"
-    with fs.open(tmp, "w") as f:
-        json.dump(manifest.to_dict(), f, indent=2, sort_keys=True)
-    fs.mv(tmp, fs_path)
+    atomic_write_json(url, manifest.to_dict(), indent=2, sort_keys=True)
     manifest.url = url
     return url

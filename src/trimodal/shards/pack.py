@@ -16,6 +16,7 @@ import fsspec
 import pyarrow as pa
 from tqdm import tqdm
 
+from trimodal.io import atomic_write_json
 from trimodal.packing.layout import PackedSequence
 from trimodal.packing.table import read_arrow
 from trimodal.shards.manifest import MANIFEST_NAME, ShardError, join_url
@@ -99,14 +100,12 @@ def pack_tables(tables: list[str], packer: _Packer, out: str, writer_config: Wri
                      "pad_tokens": sum(s.pad_tokens for s in m.shards), "shards": len(m.shards)})
     if skipped:
         log.warning("%d token table(s) skipped as unreadable: %s", len(skipped), skipped[:5])
-    # Temp name + rename: a kill mid-write must not leave a truncated listing behind.
-    fs, sets_path = fsspec.core.url_to_fs(join_url(out, SETS_NAME))
-    with fs.open(sets_path + ".tmp", "w") as f:
-        json.dump({"length": length, "mode": mode, "vocab_hash": packer.vocab.hash,
-                   "skipped_tables": skipped,
-                   "sets": [{k: v for k, v in s.items() if k != "url"} for s in sets]},
-                  f, indent=2, sort_keys=True)
-    fs.mv(sets_path + ".tmp", sets_path)
+    # Atomic: a kill mid-write must not leave a truncated listing behind.
+    atomic_write_json(join_url(out, SETS_NAME),
+                      {"length": length, "mode": mode, "vocab_hash": packer.vocab.hash,
+                       "skipped_tables": skipped,
+                       "sets": [{k: v for k, v in s.items() if k != "url"} for s in sets]},
+                      indent=2, sort_keys=True)
     return sets
 
 

@@ -1,6 +1,7 @@
 """Packed sequences -> WebDataset tar shards + manifest.json + vocab.json on any fsspec URL.
 
-Every shard is written under a hidden temporary name (`.shard-000003.tar.<id>.tmp`) and
+Every shard is written under a hidden temporary name (`.shard-000003.tar.<id>.tmp`, see
+`trimodal.io`) and
 renamed to `shard-000003.tar` only once complete, so a crash never leaves a partial `.tar`
 that a glob or a reader could pick up. The manifest is written last: a folder without one is
 an unfinished write, whose shards and temp files the next write of that folder removes first
@@ -14,13 +15,13 @@ import datetime as _dt
 import hashlib
 import logging
 import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Iterable
 
 import fsspec
 import numpy as np
 
+from trimodal.io import AtomicFile
 from trimodal.packing.layout import PackedSequence
 from trimodal.packing.vocab import Vocab
 from trimodal.shards.manifest import (MANIFEST_NAME, VOCAB_NAME, Manifest, ShardEntry,
@@ -67,9 +68,7 @@ class _HashingSink:
 @dataclass
 class _OpenShard:
     name: str
-    tmp_path: str
-    final_path: str
-    file: Any
+    target: AtomicFile
     sink: _HashingSink
     samples: int = 0
     pad_tokens: int = 0
@@ -113,7 +112,6 @@ class ShardWriter:
         self._tasks: dict[str, dict[str, int]] = {}
         self._sources: dict[str, dict[str, int]] = {}
         self._shard: _OpenShard | None = None
-        self._run_id = uuid.uuid4().hex[:8]
         self._npy_header = TokenDecoder(length, vocab.size).header
         self._closed = False
         self.manifest: Manifest | None = None
@@ -176,14 +174,7 @@ class ShardWriter:
         """Drop the shard in progress (its temp file) and write no manifest."""
         if self._shard is not None:
             shard, self._shard = self._shard, None
-            try:
-                shard.file.close()
-            except Exception:  # noqa: BLE001 - we are cleaning up after a failure already
-                pass
-            try:
-                self.fs.rm(shard.tmp_path)
-            except FileNotFoundError:
-                pass
+            shard.target.discard()
             log.warning("aborted: removed unfinished shard %s (%d samples)", shard.name, shard.samples)
         self._closed = True
 
@@ -201,8 +192,9 @@ class ShardWriter:
         """Shards and temp files of an earlier write of this set that has no manifest (killed,
         or being replaced): they belong to no set, and a stock `webdataset` glob over
         `shard-*.tar` would read stale or doubled samples beside the new ones."""
-        pattern = re.compile(rf"^(\.?{re.escape(self.config.prefix)}-\d+\.tar(\.[0-9a-f]+\.tmp)?"
-                             rf"|{re.escape(MANIFEST_NAME)}\.tmp)$")
+        shard = rf"{re.escape(self.config.prefix)}-\d+\.tar"
+        # finished shards, and temp files (trimodal.io.temp_path) of shards and the manifest
+        pattern = re.compile(rf"^({shard}|\.({shard}|{re.escape(MANIFEST_NAME)})\.[0-9a-f]+\.tmp)$")
         try:
             paths = self.fs.ls(self.root, detail=False)
         except FileNotFoundError:
@@ -215,17 +207,15 @@ class ShardWriter:
 
     def _open_shard(self) -> _OpenShard:
         name = f"{self.config.prefix}-{len(self._entries):06d}.tar"
-        tmp = f"{self.root}/.{name}.{self._run_id}.tmp"
-        f = self.fs.open(tmp, "wb")
-        self._shard = _OpenShard(name, tmp, f"{self.root}/{name}", f, _HashingSink(f))
+        target = AtomicFile(join_url(self.url, name))
+        self._shard = _OpenShard(name, target, _HashingSink(target.file))
         return self._shard
 
     def _finish_shard(self) -> None:
         shard = self._shard
         assert shard is not None
         shard.sink.write(archive_end(shard.sink.size))
-        shard.file.close()
-        self.fs.mv(shard.tmp_path, shard.final_path)
+        shard.target.commit()
         self._entries.append(ShardEntry(
             name=shard.name, samples=shard.samples, tokens=shard.samples * self.length,
             pad_tokens=shard.pad_tokens, bytes=shard.sink.size, sha256=shard.sink.sha.hexdigest(),

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from trimodal.config import require
+from trimodal.io import atomic_open, atomic_write_json
 from trimodal.packing.layout import SkipRow, pair_tokens
 from trimodal.packing.vocab import Vocab
 
@@ -211,10 +212,9 @@ def build_study_data(root: str | Path, cfg: StudyDataConfig = StudyDataConfig())
             "tokens": {t: int((train[t] != vocab.pad).sum()) for t in TASKS},
             "stand_in": {"image": vocab.spec.tokenizers["image"], "audio": vocab.spec.tokenizers["audio"]}}
     root.mkdir(parents=True, exist_ok=True)
-    tmp = root / "pools.tmp.npz"
-    np.savez(tmp, **{f"train_{t}": train[t] for t in TASKS}, **{f"eval_{t}": ev[t] for t in TASKS})
-    tmp.replace(cache)
-    meta.write_text(json.dumps(info, indent=2))
+    with atomic_open(str(cache)) as f:
+        np.savez(f, **{f"train_{t}": train[t] for t in TASKS}, **{f"eval_{t}": ev[t] for t in TASKS})
+    atomic_write_json(str(meta), info, indent=2)
     log.info("study data: rows %s, non-pad tokens %s, skipped %s", info["rows"], info["tokens"], skips or "none")
     return StudyData(vocab, train, ev, info)
 

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 from tqdm import tqdm
 
 from trimodal.config import ConfigError, require
+from trimodal.io import atomic_write_json
 from trimodal.launch import resolve_rank
 from trimodal.study.data import TASKS, StudyData, StudyDataConfig
 
@@ -170,10 +171,7 @@ def result_path(out: Path, point: SweepPoint) -> Path:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=float))
-    os.replace(tmp, path)
+    atomic_write_json(str(path), data, indent=1, sort_keys=True, default=float)
 
 
 def run_sweep(points: list[SweepPoint], out: str | Path, train_fn: TrainFn, rank: int | None = None,

@@ -43,6 +43,7 @@ import torch
 from torch import nn
 
 from trimodal.config import ConfigError, from_dict, require, to_dict
+from trimodal.io import atomic_write
 from trimodal.tokenizers.base import content_hash
 
 log = logging.getLogger(__name__)
@@ -338,8 +339,7 @@ class AudioTokenizer:
 
     def save(self, path: str) -> None:
         """One safetensors file: weights + config + n_q in its metadata (no pickle)."""
-        with fsspec.open(path, "wb") as f:
-            f.write(self.to_bytes())
+        atomic_write(path, self.to_bytes())
 
     @classmethod
     def load(cls, path: str) -> "AudioTokenizer":

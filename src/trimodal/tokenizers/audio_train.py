@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from trimodal.config import ConfigError, require, save as save_config
+from trimodal.io import atomic_open, atomic_write, resolve_device
 from trimodal.tokenizers.audio import TINY_PRESET, AudioTokenizer, DACConfig, to_codec_input
 from trimodal.tokenizers.base import load_weights_only
 
@@ -176,9 +176,8 @@ class _Losses:
 
 # --- checkpoints -----------------------------------------------------------------------------
 def _atomic_torch_save(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_open(str(path)) as f:
+        torch.save(obj, f)
 
 
 def _trim_log(path: Path, last_step: int) -> None:
@@ -187,13 +186,7 @@ def _trim_log(path: Path, last_step: int) -> None:
         return
     keep = [line for line in path.read_text().splitlines() if line.strip()
             and json.loads(line).get("step", 0) <= last_step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    atomic_write(str(path), "".join(line + "\n" for line in keep))
 
 
 def train_audio_tokenizer(cfg: AudioTrainConfig, out: str, resume: bool = True,
@@ -205,7 +198,7 @@ def train_audio_tokenizer(cfg: AudioTrainConfig, out: str, resume: bool = True,
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, str(out_dir / "config.yaml"))
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     clips = clips if clips is not None else load_training_audio(cfg.data, cfg.model.sample_rate)
 
     torch.manual_seed(cfg.seed)

@@ -18,6 +18,7 @@ import numpy as np
 import sentencepiece as spm
 
 from trimodal.config import ConfigError, require
+from trimodal.io import atomic_write
 from trimodal.tokenizers.base import content_hash
 
 log = logging.getLogger(__name__)
@@ -125,8 +126,7 @@ class TextTokenizer:
 
     def save(self, path: str) -> None:
         """Write the model proto (the file `spm_train` would write; usable by stock sentencepiece)."""
-        with fsspec.open(str(path), "wb") as f:
-            f.write(self._proto)
+        atomic_write(str(path), self._proto)
 
     @classmethod
     def load(cls, path: str) -> "TextTokenizer":

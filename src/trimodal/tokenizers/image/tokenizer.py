@@ -35,6 +35,7 @@ from PIL import Image
 from torch import nn
 
 from trimodal.config import ConfigError, from_dict, require, to_dict
+from trimodal.io import atomic_write, atomic_write_json
 from trimodal.tokenizers.base import content_hash, load_weights_only
 from trimodal.tokenizers.image.autoencoder import AutoencoderConfig, Decoder, Encoder
 from trimodal.tokenizers.image.preprocess import POLICIES, preprocess, to_pil
@@ -207,12 +208,12 @@ class ImageTokenizer(nn.Module):
         digest = content_hash([_arch_json(self.config), weights])
         fs, root = fsspec.core.url_to_fs(str(path))
         fs.makedirs(root, exist_ok=True)
-        with fs.open(f"{root}/{WEIGHTS_FILE}", "wb") as f:
-            f.write(weights)
+        url = str(path).rstrip("/")
+        # weights first: config.json (the file `load` starts from) appears once they are whole
+        atomic_write(f"{url}/{WEIGHTS_FILE}", weights)
         meta = {"format": FORMAT, "version": VERSION, "name": self.name, "hash": digest,
                 "vocab_size": self.vocab_size, "config": to_dict(self.config)}
-        with fs.open(f"{root}/{CONFIG_FILE}", "w") as f:
-            json.dump(meta, f, indent=2, sort_keys=True)
+        atomic_write_json(f"{url}/{CONFIG_FILE}", meta, indent=2, sort_keys=True)
         log.info("saved image tokenizer %s (hash %s) to %s", self.name, digest, path)
         return digest
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 from trimodal.config import ConfigError, require, to_dict
 from trimodal.config import load as load_config
 from trimodal.config import save as save_config
+from trimodal.io import atomic_open, resolve_device
 from trimodal.tokenizers.base import load_weights_only
 from trimodal.tokenizers.image.autoencoder import AutoencoderConfig
 from trimodal.tokenizers.image.losses import (
@@ -227,12 +228,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def lr_at(step: int, cfg: OptimConfig, total: int) -> float:
     if cfg.warmup_steps and step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -242,11 +237,8 @@ def lr_at(step: int, cfg: OptimConfig, total: int) -> float:
 
 
 def _atomic_torch_save(obj: dict, path: str) -> None:
-    fs, p = fsspec.core.url_to_fs(path)
-    tmp = p + ".tmp"
-    with fs.open(tmp, "wb") as f:
+    with atomic_open(path) as f:
         torch.save(obj, f)
-    fs.mv(tmp, p)
 
 
 def _rng_state() -> dict[str, torch.Tensor | list[torch.Tensor]]:

@@ -85,7 +85,7 @@ def main() -> None:
     device = resolve_device(args.device)
     cfg = TINY_PRESET if args.arch == "tiny" else DAC16K_PRESET
     tok = AudioTokenizer.from_config(cfg, n_q=min(args.n_q, cfg.n_codebooks), seed=0)
-    tok.autocast_bf16 = args.bf16
+    tok.use_bf16 = args.bf16
     text_tok = TextTokenizer.train([f"clip number {i} says something" for i in range(200)],
                                    config=TextTokenizerConfig(vocab_size=300, hard_vocab_limit=False))
     root = Path(tempfile.mkdtemp(prefix="audiobench-"))

@@ -218,7 +218,7 @@ def _tokenize_audio(args: argparse.Namespace) -> int:
             audio_tok = AudioTokenizer.load(args.audio_tokenizer)
             if args.n_q is not None:
                 audio_tok = audio_tok.with_n_q(args.n_q)
-        audio_tok.autocast_bf16 = args.bf16
+        audio_tok.use_bf16 = args.bf16
         options = AudioCorpusOptions(name=args.name, unit_size=args.unit_size, audio_column=args.audio_column,
                                      text_column=args.text_column, key_column=args.key_column, split=args.split)
         corpus = open_audio_corpus(args.corpus, args.format, options)

@@ -323,13 +323,11 @@ class Demo:
 
     # --- helpers --------------------------------------------------------------------
     def _tokenizers(self):
-        from trimodal.tokenizers.audio import AudioTokenizer
-        from trimodal.tokenizers.image import ImageTokenizer
-        from trimodal.tokenizers.text import TextTokenizer
+        from trimodal.tokenizers.spec import load_for
 
-        return (TextTokenizer.load(str(self.tok_dir / "text.model")),
-                ImageTokenizer.load(str(self.tok_dir / "image" / "tokenizer")).eval(),
-                AudioTokenizer.load(str(self.tok_dir / "audio" / "tokenizer.safetensors")))
+        return (load_for("text", str(self.tok_dir / "text.model")),
+                load_for("image", str(self.tok_dir / "image" / "tokenizer")),
+                load_for("audio", str(self.tok_dir / "audio" / "tokenizer.safetensors")))
 
     def _typical_frames(self, audio_tok) -> int:
         import soundfile as sf

@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import platform
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,64 +34,18 @@ from tqdm import tqdm
 
 from trimodal.config import ConfigError, require
 from trimodal.io import resolve_device
+from trimodal.tokenizers.spec import TokenizerSpec, load_tokenizer, parse_tokenizer_spec  # noqa: F401
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
-#: Tokenizer kinds and the modality of data they read.
-KINDS = {"image": "image", "audio": "audio", "dac": "audio"}
 FID_NOTE = ("FID compares the Inception feature statistics of the originals and the "
             "reconstructions. On sets of fewer than a few thousand images it is biased upward and "
             "noisy: compare only rows with the same n and the same extractor.")
-_SPEC_OPTION = re.compile(r":(n_q|label)=([^:]*)$")
 
 
 # --- configuration ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TokenizerSpec:
-    """One tokenizer to benchmark: `image` (our checkpoint folder or training checkpoint),
-    `audio` (our .safetensors) or `dac` (an upstream DAC .pth), optionally with the number of
-    audio codebooks kept and a display label."""
-
-    kind: str
-    path: str
-    n_q: int | None = None
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        require(self.kind in KINDS, f"tokenizer kind must be one of {sorted(KINDS)}, got {self.kind!r}")
-        require(bool(self.path), "tokenizer path is empty")
-        require(self.n_q is None or self.n_q >= 1, f"n_q must be >= 1, got {self.n_q}")
-        require(self.n_q is None or self.kind != "image", "n_q applies to audio tokenizers only")
-
-    @property
-    def modality(self) -> str:
-        return KINDS[self.kind]
-
-
-def parse_tokenizer_spec(text: str) -> TokenizerSpec:
-    """`KIND:PATH[:n_q=N][:label=NAME]` -> TokenizerSpec. The path may itself contain colons
-    (`s3://...`): options are only taken from the end."""
-    kind, sep, rest = text.partition(":")
-    if not sep or not rest:
-        raise ConfigError(f"tokenizer spec {text!r}: expected KIND:PATH[:n_q=N][:label=NAME] "
-                          f"with KIND one of {sorted(KINDS)}")
-    options: dict[str, str] = {}
-    while (m := _SPEC_OPTION.search(rest)) is not None:
-        if m.group(1) in options:
-            raise ConfigError(f"tokenizer spec {text!r}: {m.group(1)} given twice")
-        options[m.group(1)] = m.group(2)
-        rest = rest[: m.start()]
-    n_q = None
-    if "n_q" in options:
-        try:
-            n_q = int(options["n_q"])
-        except ValueError as err:
-            raise ConfigError(f"tokenizer spec {text!r}: n_q must be an integer") from err
-    return TokenizerSpec(kind=kind.strip().lower(), path=rest, n_q=n_q, label=options.get("label", ""))
-
-
 @dataclass
 class ReconBenchConfig:
     tokenizers: list[TokenizerSpec]
@@ -288,33 +241,6 @@ def _sync(device: torch.device) -> None:
 
 def _n_params(module: torch.nn.Module) -> int:
     return int(sum(p.numel() for p in module.parameters()))
-
-
-# --- tokenizer loading --------------------------------------------------------------------
-def load_tokenizer(spec: TokenizerSpec, device: torch.device, bf16: bool = False) -> Any:
-    """The tokenizer a spec names, on `device`; ConfigError naming the file if it cannot be."""
-    try:
-        if spec.kind == "image":
-            from trimodal.tokenizers.image import ImageTokenizer
-
-            tok = ImageTokenizer.load(spec.path, map_location=device)
-            tok.use_bf16 = bf16
-            return tok
-        from trimodal.tokenizers.audio import AudioTokenizer
-
-        if spec.kind == "dac":
-            tok = AudioTokenizer.from_dac_weights(spec.path, spec.n_q)
-        else:
-            tok = AudioTokenizer.load(spec.path)
-            if spec.n_q is not None:
-                tok = tok.with_n_q(spec.n_q)
-        tok.model.to(device)
-        tok.autocast_bf16 = bf16
-        return tok
-    except ConfigError:
-        raise
-    except (FileNotFoundError, ValueError, RuntimeError, OSError) as err:
-        raise ConfigError(f"{spec.kind} tokenizer {spec.path}: cannot load: {err}") from err
 
 
 # --- image --------------------------------------------------------------------------------

@@ -254,14 +254,14 @@ class AudioTokenizer:
     """
 
     def __init__(self, model: nn.Module, config: DACConfig, n_q: int | None = None,
-                 autocast_bf16: bool = False):
+                 use_bf16: bool = False):
         n_q = config.n_codebooks if n_q is None else n_q
         if not 1 <= n_q <= config.n_codebooks:
             raise ConfigError(f"n_q must be in [1, {config.n_codebooks}] for this model, got {n_q}")
         self.model = model.eval()
         self.config = config
         self.n_q = n_q
-        self.autocast_bf16 = autocast_bf16
+        self.use_bf16 = use_bf16
         self._hash: str | None = None
 
     # --- construction -------------------------------------------------------------------
@@ -288,7 +288,7 @@ class AudioTokenizer:
 
     def with_n_q(self, n_q: int) -> "AudioTokenizer":
         """Same weights, another number of kept codebooks (a different tokenizer hash)."""
-        return AudioTokenizer(self.model, self.config, n_q, self.autocast_bf16)
+        return AudioTokenizer(self.model, self.config, n_q, self.use_bf16)
 
     # --- identity -----------------------------------------------------------------------
     @property
@@ -369,7 +369,7 @@ class AudioTokenizer:
         return device
 
     def _autocast(self, device: torch.device):
-        if not self.autocast_bf16:
+        if not self.use_bf16:
             return nullcontext()
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 

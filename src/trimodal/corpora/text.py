@@ -24,13 +24,14 @@ import pyarrow.parquet as pq
 from trimodal.corpora.common import has_lone_surrogates, is_regular_file
 from trimodal.corpora.samples import TextDoc
 from trimodal.corpora.samples import SkipSample, WorkUnit
+from trimodal.errors import UserError
 
 log = logging.getLogger(__name__)
 
 TextFormat = Literal["auto", "txt", "jsonl", "parquet", "hf"]
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError, ValueError):
     """A whole input file or folder cannot be read as the corpus it claims to be."""
 
 

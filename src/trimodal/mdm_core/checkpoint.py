@@ -21,13 +21,14 @@ from typing import Any
 import fsspec
 import torch
 
+from trimodal.errors import UserError
 from trimodal.io import atomic_write
 from trimodal.packing.vocab import VocabError
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, incomplete or does not belong to this run."""
 
 

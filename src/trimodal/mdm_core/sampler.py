@@ -40,6 +40,7 @@ import fsspec
 import numpy as np
 import torch
 
+from trimodal.errors import UserError
 from trimodal.mdm_core.decoders import AudioDecoder, ImageDecoder, TextCodec
 from trimodal.mdm_core.sampling_config import SamplingConfig
 from trimodal.mdm_core.schedules import MaskSchedule
@@ -58,7 +59,7 @@ TRAINED_TASK: dict[str, str] = {
 }
 
 
-class SamplingError(ValueError):
+class SamplingError(UserError, ValueError):
     """A prompt or request cannot be sampled; the message says why."""
 
 

@@ -24,6 +24,7 @@ from typing import Literal
 import fsspec
 import numpy as np
 
+from trimodal.errors import UserError
 from trimodal.io import atomic_write
 
 Modality = Literal["text", "image", "audio"]
@@ -36,7 +37,7 @@ NO_MODALITY = -1
 DEFAULT_TASKS: tuple[str, ...] = ("text", "image_text", "audio_text", "t2i", "i2t", "t2s", "s2t")
 
 
-class VocabError(ValueError):
+class VocabError(UserError, ValueError):
     """Ids or a vocabulary file do not fit; the message says which and why."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 
 from trimodal import __version__
+from trimodal.errors import UserError
 from trimodal.io import atomic_write_json
 from trimodal.packing.vocab import Vocab
 
@@ -25,7 +26,7 @@ FORMAT = "trimodal-shards"
 FORMAT_VERSION = 1
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A shard set is missing, malformed or made for another run; the message names it."""
 
 

@@ -192,7 +192,7 @@ def load_tokenizer(spec: TokenizerSpec | str, device: "torch.device | str | None
         tok = loader(spec, dev)
     except ConfigError:
         raise
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as err:
+    except FileNotFoundError as err:
         raise ConfigError(f"{spec.modality} tokenizer {spec.path}: not found ({err})") from err
     except (ValueError, RuntimeError, OSError, KeyError) as err:
         raise ConfigError(f"{spec.modality} tokenizer {spec.path}: cannot load: {err}") from err

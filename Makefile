@@ -38,8 +38,9 @@ system-deps:
 demo: setup system-deps
 	$(VENV)/bin/trimodal demo --out $(DEMO_OUT)
 
+# --durations: the slowest tests are listed at the end of every run, so a slow one is noticed.
 test: setup system-deps
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
